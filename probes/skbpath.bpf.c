@@ -1,0 +1,319 @@
+// SPDX-License-Identifier: GPL-2.0
+//
+// skbpath's kprobe/kretprobe programs.  Compiled by bcc; configured only
+// through cflags (see tracer/bpfconfig.py), never by editing this text:
+//
+//   SKBPATH_PROBES      an X-macro list, e.g. "P(0,0,0,0) P(1,2,0,1)":
+//                       P(function id, skb argument (0 = none), deref, stack)
+//   RINGBUF_PAGES       ring buffer size in pages (power of two)
+//   STACK_ENTRIES       capacity of the kernel stack map
+//   TRACK_ENTRIES       capacity of the tracked-skb LRU map
+//   FILTER_IFINDEX      trace only skbs on this interface
+//   FILTER_PROTO        IPPROTO_TCP or IPPROTO_UDP
+//   FILTER_PORT         either port equals this (host order)
+//   FILTER_HOST         either IPv4 address equals this (network order, u32)
+//   FILTER_TGID         only this process's sockets
+//   FILTER_COMM0/1      only sockets of tasks named so (comm as two u64s)
+//
+// One event goes out per function entry and one per return; user space
+// pairs them (tracer/pairing.py), so a lost return is detectable there.
+
+#include <uapi/linux/ptrace.h>
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/in.h>
+#include <uapi/linux/ip.h>
+#include <uapi/linux/tcp.h>
+#include <uapi/linux/udp.h>
+#include <linux/sched.h>
+#include <linux/skbuff.h>
+#include <linux/netdevice.h>
+#include <net/sock.h>
+
+#define KIND_ENTRY 0
+#define KIND_EXIT 1
+#define FLAG_MATCHED 1
+
+// Counter slots, read by tracer/live.py.  Keep in step with COUNTERS there.
+#define CNT_RINGBUF_LOST 0
+#define CNT_STACK_LOST 1
+#define CNT_FILTERED 2
+#define CNT_SLOTS 4
+
+struct event {
+    u64 ts;
+    u64 skb;
+    u32 tid;
+    u32 tgid;
+    u16 func;
+    u8 kind;
+    u8 flags;
+    u16 cpu;
+    u16 pad;
+    s32 stack_id;
+    u32 pad2;
+};
+
+BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+BPF_STACK_TRACE(stacks, STACK_ENTRIES);
+BPF_PERCPU_ARRAY(counters, u64, CNT_SLOTS);
+
+#if defined(FILTER_IFINDEX) || defined(FILTER_PROTO) || defined(FILTER_PORT) || \
+    defined(FILTER_HOST) || defined(FILTER_TGID) || defined(FILTER_COMM0)
+#define FILTERING 1
+// skbs that matched once stay traced until the LRU forgets them (pwru's idea).
+BPF_TABLE("lru_hash", u64, u8, tracked, TRACK_ENTRIES);
+// Entries dropped by the filter, so that their returns are dropped too and
+// user space never sees a return without its entry.
+BPF_HASH(suppressed, u64, u32, 16384);
+
+static __always_inline u64 frame_key(u16 func)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tid = (u32)id;
+    // Idle tasks all have tid 0: tell them apart by CPU.
+    u64 who = tid ? tid : (u64)bpf_get_smp_processor_id() << 24;
+    return (who << 16) | func;
+}
+#endif
+
+#if defined(FILTER_TGID) || defined(FILTER_COMM0)
+// Sockets owned by the selected process, learnt when it enters the socket layer.
+BPF_TABLE("lru_hash", u64, u8, owned_socks, 4096);
+#endif
+
+static __always_inline void count(u32 slot)
+{
+    u64 *v = counters.lookup(&slot);
+    if (v)
+        *v += 1;
+}
+
+#ifdef FILTERING
+#define VERDICT_NO 0
+#define VERDICT_YES 1
+#define VERDICT_UNKNOWN 2
+
+#if defined(FILTER_PROTO) || defined(FILTER_PORT) || defined(FILTER_HOST)
+static __always_inline int match_tuple(u8 proto, u32 saddr, u32 daddr, u16 sport, u16 dport)
+{
+#ifdef FILTER_PROTO
+    if (proto != FILTER_PROTO)
+        return VERDICT_NO;
+#endif
+#ifdef FILTER_HOST
+    if (saddr != FILTER_HOST && daddr != FILTER_HOST)
+        return VERDICT_NO;
+#endif
+#ifdef FILTER_PORT
+    if (sport != FILTER_PORT && dport != FILTER_PORT)
+        return VERDICT_NO;
+#endif
+    return VERDICT_YES;
+}
+
+// Classify by the IPv4 header when the skb has one, else by its socket.
+static __always_inline int classify_packet(struct sk_buff *skb)
+{
+    u16 protocol = 0, nh = 0, mh = 0;
+    unsigned char *head = NULL, *data = NULL;
+    bpf_probe_read_kernel(&protocol, sizeof(protocol), &skb->protocol);
+    if (protocol == htons(ETH_P_IP)) {
+        bpf_probe_read_kernel(&head, sizeof(head), &skb->head);
+        bpf_probe_read_kernel(&data, sizeof(data), &skb->data);
+        bpf_probe_read_kernel(&nh, sizeof(nh), &skb->network_header);
+        bpf_probe_read_kernel(&mh, sizeof(mh), &skb->mac_header);
+        // Before the core receive path resets it, network_header is stale
+        // and data already points past the Ethernet header.
+        unsigned char *ip = (mh != (u16)~0U && nh <= mh) ? data : head + nh;
+        struct iphdr iph = {};
+        if (bpf_probe_read_kernel(&iph, sizeof(iph), ip) < 0)
+            return VERDICT_UNKNOWN;
+        u16 ports[2] = {};
+        if (iph.protocol == IPPROTO_TCP || iph.protocol == IPPROTO_UDP)
+            bpf_probe_read_kernel(ports, sizeof(ports), ip + iph.ihl * 4);
+        return match_tuple(iph.protocol, iph.saddr, iph.daddr, ntohs(ports[0]),
+                           ntohs(ports[1]));
+    }
+    if (protocol != 0)
+        return VERDICT_NO;  // ARP, IPv6: the tuple filters are IPv4 only
+    struct sock *sk = NULL;
+    bpf_probe_read_kernel(&sk, sizeof(sk), &skb->sk);
+    if (!sk)
+        return VERDICT_UNKNOWN;
+    u16 sk_proto = 0, num = 0, dport = 0;
+    u32 saddr = 0, daddr = 0;
+    bpf_probe_read_kernel(&sk_proto, sizeof(sk_proto), &sk->sk_protocol);
+    bpf_probe_read_kernel(&num, sizeof(num), &sk->__sk_common.skc_num);
+    bpf_probe_read_kernel(&dport, sizeof(dport), &sk->__sk_common.skc_dport);
+    bpf_probe_read_kernel(&saddr, sizeof(saddr), &sk->__sk_common.skc_rcv_saddr);
+    bpf_probe_read_kernel(&daddr, sizeof(daddr), &sk->__sk_common.skc_daddr);
+    return match_tuple((u8)sk_proto, saddr, daddr, num, ntohs(dport));
+}
+#endif
+
+static __always_inline int classify(struct sk_buff *skb)
+{
+    int verdict = VERDICT_YES;
+#ifdef FILTER_IFINDEX
+    struct net_device *dev = NULL;
+    bpf_probe_read_kernel(&dev, sizeof(dev), &skb->dev);
+    if (!dev) {
+        verdict = VERDICT_UNKNOWN;
+    } else {
+        int ifindex = 0;
+        bpf_probe_read_kernel(&ifindex, sizeof(ifindex), &dev->ifindex);
+        if (ifindex != FILTER_IFINDEX)
+            return VERDICT_NO;
+    }
+#endif
+#if defined(FILTER_TGID) || defined(FILTER_COMM0)
+    {
+        u64 sk = 0;
+        bpf_probe_read_kernel(&sk, sizeof(sk), &skb->sk);
+        if (!sk)
+            verdict = VERDICT_UNKNOWN;
+        else if (!owned_socks.lookup(&sk))
+            return VERDICT_NO;
+    }
+#endif
+#if defined(FILTER_PROTO) || defined(FILTER_PORT) || defined(FILTER_HOST)
+    {
+        int v = classify_packet(skb);
+        if (v == VERDICT_NO)
+            return VERDICT_NO;
+        if (v == VERDICT_UNKNOWN)
+            verdict = VERDICT_UNKNOWN;
+    }
+#endif
+    return verdict;
+}
+#endif /* FILTERING */
+
+#if defined(FILTER_TGID) || defined(FILTER_COMM0)
+static __always_inline int task_selected(void)
+{
+#ifdef FILTER_TGID
+    if ((bpf_get_current_pid_tgid() >> 32) != FILTER_TGID)
+        return 0;
+#endif
+#ifdef FILTER_COMM0
+    u64 comm[2] = {};
+    bpf_get_current_comm(comm, sizeof(comm));
+    if (comm[0] != FILTER_COMM0 || comm[1] != FILTER_COMM1)
+        return 0;
+#endif
+    return 1;
+}
+#endif
+
+static __always_inline int emit(struct pt_regs *ctx, u16 func, u8 kind, u64 skb, int want_stack)
+{
+    u8 flags = 0;
+#ifdef FILTERING
+    if (kind == KIND_EXIT) {
+        u64 key = frame_key(func);
+        u32 *n = suppressed.lookup(&key);
+        if (n) {
+            if (*n <= 1)
+                suppressed.delete(&key);
+            else
+                *n -= 1;
+            return 0;
+        }
+    } else if (skb) {
+        if (tracked.lookup(&skb)) {
+            flags = FLAG_MATCHED;
+        } else {
+            int verdict = classify((struct sk_buff *)skb);
+            if (verdict == VERDICT_NO) {
+                u64 key = frame_key(func);
+                u32 one = 1, *n = suppressed.lookup(&key);
+                if (n)
+                    *n += 1;
+                else
+                    suppressed.update(&key, &one);
+                count(CNT_FILTERED);
+                return 0;
+            }
+            if (verdict == VERDICT_YES) {
+                u8 one = 1;
+                tracked.update(&skb, &one);
+                flags = FLAG_MATCHED;
+            }
+        }
+    }
+#endif
+    struct event *e = events.ringbuf_reserve(sizeof(struct event));
+    if (!e) {
+        count(CNT_RINGBUF_LOST);
+        return 0;
+    }
+    u64 id = bpf_get_current_pid_tgid();
+    e->ts = bpf_ktime_get_ns();
+    e->skb = skb;
+    e->tid = (u32)id;
+    e->tgid = id >> 32;
+    e->func = func;
+    e->kind = kind;
+    e->flags = flags;
+    e->cpu = bpf_get_smp_processor_id();
+    e->pad = 0;
+    e->stack_id = -1;
+    e->pad2 = 0;
+    if (want_stack) {
+        e->stack_id = stacks.get_stackid(ctx, 0);
+        if (e->stack_id < 0)
+            count(CNT_STACK_LOST);
+    }
+    events.ringbuf_submit(e, 0);
+    return 0;
+}
+
+static __always_inline u64 skb_arg(struct pt_regs *ctx, int pos, int deref)
+{
+    u64 v = 0;
+    switch (pos) {
+    case 1: v = PT_REGS_PARM1(ctx); break;
+    case 2: v = PT_REGS_PARM2(ctx); break;
+    case 3: v = PT_REGS_PARM3(ctx); break;
+    case 4: v = PT_REGS_PARM4(ctx); break;
+    case 5: v = PT_REGS_PARM5(ctx); break;
+    default: return 0;
+    }
+    if (deref && v) {
+        u64 inner = 0;
+        bpf_probe_read_kernel(&inner, sizeof(inner), (void *)v);
+        v = inner;
+    }
+    return v;
+}
+
+#if defined(FILTER_TGID) || defined(FILTER_COMM0)
+// Socket-layer functions without an skb take the sock first; remember it.
+static __always_inline void learn_sock(struct pt_regs *ctx)
+{
+    if (task_selected()) {
+        u64 sk = PT_REGS_PARM1(ctx);
+        u8 one = 1;
+        if (sk)
+            owned_socks.update(&sk, &one);
+    }
+}
+#define LEARN_SOCK(arg) if ((arg) == 0) learn_sock(ctx)
+#else
+#define LEARN_SOCK(arg)
+#endif
+
+// One entry and one return program per function id.
+#define P(id, arg, deref, stack)                                              \
+    int skbpath_entry_##id(struct pt_regs *ctx)                               \
+    {                                                                         \
+        LEARN_SOCK(arg);                                                      \
+        return emit(ctx, id, KIND_ENTRY, skb_arg(ctx, arg, deref), stack);    \
+    }                                                                         \
+    int skbpath_exit_##id(struct pt_regs *ctx)                                \
+    {                                                                         \
+        return emit(ctx, id, KIND_EXIT, 0, 0);                                \
+    }
+
+SKBPATH_PROBES

@@ -1,0 +1,149 @@
+"""Rich renderables for the terminal: call tree, function table, journey timeline, summary."""
+
+from __future__ import annotations
+
+from rich.console import RenderableType
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
+from tracer.calltree import CallTree, Node
+from tracer.model import JourneyView
+
+from .colors import layer_color
+from .units import fmt_ns
+
+
+def _layer_style(layer: str) -> str:
+    return f"bold {layer_color(layer)}"
+
+
+def _layer_of(tree: CallTree, func: int) -> str:
+    return tree.funcs.layer[func] if 0 <= func < len(tree.funcs.layer) else "?"
+
+
+def _node_label(tree: CallTree, node: Node, explain: dict[str, str]) -> Text:
+    name = tree.funcs.name_of(node.func)
+    text = Text(name, style=_layer_style(_layer_of(tree, node.func)))
+    h = node.hist
+    self_pct = 100 * node.self_total / node.total if node.total else 0.0
+    stats = f"  calls {node.count:,}  total {fmt_ns(node.total)}"
+    if h.count:
+        stats += f"  mean {fmt_ns(h.mean)}  p99 {fmt_ns(h.percentile(99))}"
+    stats += f"  self {self_pct:.0f}%"
+    if node.lost:
+        stats += f"  lost {node.lost:,}"
+    text.append(stats, style="dim")
+    if name in explain:
+        text.append(f"  — {explain[name]}", style="italic")
+    return text
+
+
+def calltree_view(
+    tree: CallTree, *, explain: dict[str, str] | None = None, max_depth: int | None = None
+) -> Tree:
+    """The call tree as a rich Tree, roots by direction, children by total time.
+
+    ``explain`` adds a short note after a function's name; ``max_depth``
+    (0 = roots only) cuts deeper paths and says how many calls paths were cut.
+    """
+    explain = explain or {}
+    top = Tree(Text("call paths", style="bold"), guide_style="grey50")
+    for root in tree.sorted_roots():
+        branch = top.add(Text(tree.direction(root), style="bold"))
+        # Iterative, parent branches before children, so deep trees are safe.
+        work: list[tuple[Tree, Node, int]] = [(branch, root, 0)]
+        while work:
+            parent, node, depth = work.pop()
+            t = parent.add(_node_label(tree, node, explain))
+            if not node.children:
+                continue
+            if max_depth is not None and depth >= max_depth:
+                hidden = sum(1 for _ in node.walk()) - 1
+                t.add(Text(f"… {hidden:,} deeper call paths", style="dim"))
+                continue
+            for child in reversed(node.sorted_children()):
+                work.append((t, child, depth + 1))
+    return top
+
+
+def function_table(tree: CallTree) -> Table:
+    """Functions by total inclusive time: calls, total, self, mean, p50, p99."""
+    table = Table(title="functions by total time", title_justify="left")
+    table.add_column("function")
+    table.add_column("layer")
+    for col in ("calls", "total", "self", "mean", "p50", "p99"):
+        table.add_column(col, justify="right")
+    rows = []
+    for func, calls in tree.count_by_func.items():
+        h = tree.by_func.get(func)
+        rows.append((-(h.total if h else 0), tree.funcs.name_of(func), func, calls))
+    for _, name, func, calls in sorted(rows):
+        h = tree.by_func.get(func)
+        layer = _layer_of(tree, func)
+        if h is not None and h.count:
+            times = [
+                fmt_ns(h.total),
+                fmt_ns(tree.self_by_func.get(func, 0)),
+                fmt_ns(h.mean),
+                fmt_ns(h.percentile(50)),
+                fmt_ns(h.percentile(99)),
+            ]
+        else:
+            times = ["-"] * 5  # only calls whose return was lost
+        table.add_row(
+            Text(name, style=_layer_style(layer)),
+            Text(layer, style=layer_color(layer)),
+            f"{calls:,}",
+            *times,
+        )
+    return table
+
+
+def journey_timeline(j: JourneyView) -> RenderableType:
+    """One row per step of a journey: offset, function indented by depth, times, cpu.
+
+    "Δ prev" is the time from the previous step's entry to this one's, which
+    shows where a packet waited between stages.
+    """
+    title = (
+        f"journey {j.id}  {j.path} → {j.end}  "
+        f"{fmt_ns(j.duration)}  skbs {', '.join(f'{s:#x}' for s in j.skbs) or '-'}"
+    )
+    table = Table(title=title, title_justify="left")
+    table.add_column("offset", justify="right")
+    table.add_column("function")
+    table.add_column("layer")
+    table.add_column("incl", justify="right")
+    table.add_column("self", justify="right")
+    table.add_column("cpu", justify="right")
+    table.add_column("Δ prev", justify="right")
+    start = j.start
+    prev: int | None = None
+    for s in j.steps:
+        name = Text("  " * s.depth)
+        name.append(s.func, style=_layer_style(s.layer))
+        if s.lost:
+            name.append("  (no return)", style="dim")
+        table.add_row(
+            f"+{fmt_ns(s.entry - start)}",
+            name,
+            Text(s.layer, style=layer_color(s.layer)),
+            fmt_ns(s.inclusive) if s.inclusive is not None else "-",
+            fmt_ns(s.self_time) if s.self_time is not None else "-",
+            str(s.cpu),
+            fmt_ns(s.entry - prev) if prev is not None else "",
+        )
+        prev = s.entry
+    return table
+
+
+def summary_table(stats: dict[str, int | str]) -> Table:
+    """Counts (e.g. :meth:`tracer.model.Model.summary`) as a two-column table, in given order."""
+    table = Table(title="summary", title_justify="left", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for key, value in stats.items():
+        shown = f"{value:,}" if isinstance(value, int) else str(value)
+        table.add_row(key.replace("_", " "), shown)
+    return table

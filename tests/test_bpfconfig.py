@@ -1,0 +1,183 @@
+"""The cflags that configure probes/skbpath.bpf.c, and that the C file honours them."""
+
+from __future__ import annotations
+
+import re
+import socket
+import struct
+from pathlib import Path
+
+import pytest
+
+from probes.catalog import bpf_source
+from tests.synth import demo_table
+from tracer.bpfconfig import (
+    RINGBUF_PAGES,
+    STACK_ENTRIES,
+    TRACK_ENTRIES,
+    Filters,
+    build_cflags,
+    probe_list,
+)
+from tracer.errors import SkbpathError
+from tracer.functions import FuncInfo, FuncTable
+
+ROOT = Path(__file__).resolve().parent.parent
+C_SOURCE = Path(bpf_source()).read_text()
+ALL_FILTERS = Filters(pid=42, comm="iperf3", iface="eth0", ifindex=3, proto="udp", port=53,
+                      host="192.168.1.2")
+
+
+def flag_dict(flags: list[str]) -> dict[str, str]:
+    out = {}
+    for f in flags:
+        assert f.startswith("-D"), f
+        name, _, value = f[2:].partition("=")
+        out[name] = value
+    return out
+
+
+def test_base_flags_without_filters() -> None:
+    flags = flag_dict(build_cflags(demo_table(), Filters()))
+    assert set(flags) == {"SKBPATH_PROBES", "RINGBUF_PAGES", "STACK_ENTRIES", "TRACK_ENTRIES"}
+    assert flags["RINGBUF_PAGES"] == str(RINGBUF_PAGES)
+    assert RINGBUF_PAGES & (RINGBUF_PAGES - 1) == 0  # a power of two, as the C file needs
+    assert flags["STACK_ENTRIES"] == str(STACK_ENTRIES)
+    assert flags["TRACK_ENTRIES"] == str(TRACK_ENTRIES)
+    assert flags["SKBPATH_PROBES"] == probe_list(demo_table())
+    assert not any(k.startswith("FILTER_") for k in flags)
+
+
+def test_no_functions_is_an_error() -> None:
+    with pytest.raises(SkbpathError, match="no function"):
+        build_cflags(FuncTable([]), Filters())
+
+
+@pytest.mark.parametrize(
+    ("host", "octets"),
+    [("10.0.0.1", (10, 0, 0, 1)), ("192.168.1.2", (192, 168, 1, 2)),
+     ("255.0.0.0", (255, 0, 0, 0)), ("0.0.0.1", (0, 0, 0, 1))],
+)
+def test_host_is_network_order_u32(host: str, octets: tuple[int, ...]) -> None:
+    flags = flag_dict(build_cflags(demo_table(), Filters(host=host)))
+    # The kernel's __be32 read as a native (little-endian) u32: first octet lowest.
+    expected = octets[0] | octets[1] << 8 | octets[2] << 16 | octets[3] << 24
+    assert flags["FILTER_HOST"] == f"{expected}U"
+    assert expected == struct.unpack("=I", socket.inet_aton(host))[0]
+
+
+def test_host_10_0_0_1_value() -> None:
+    flags = flag_dict(build_cflags(demo_table(), Filters(host="10.0.0.1")))
+    assert flags["FILTER_HOST"] == "16777226U"  # 0x0100000a
+
+
+@pytest.mark.parametrize("host", ["not-an-ip", "::1", "10.0.0.256", "10.0.0", ""])
+def test_bad_host(host: str) -> None:
+    with pytest.raises(SkbpathError, match="not an IPv4 address"):
+        build_cflags(demo_table(), Filters(host=host))
+
+
+@pytest.mark.parametrize(
+    ("comm", "raw"),
+    [
+        ("iperf3", b"iperf3"),
+        ("a", b"a"),
+        ("exactly15chars!", b"exactly15chars!"),
+        ("much-longer-than-fifteen", b"much-longer-tha"),  # TASK_COMM_LEN 16, NUL included
+    ],
+)
+def test_comm_packing(comm: str, raw: bytes) -> None:
+    flags = flag_dict(build_cflags(demo_table(), Filters(comm=comm)))
+    padded = raw.ljust(16, b"\0")
+    assert flags["FILTER_COMM0"] == f"{int.from_bytes(padded[:8], 'little')}ULL"
+    assert flags["FILTER_COMM1"] == f"{int.from_bytes(padded[8:], 'little')}ULL"
+    lo = int(flags["FILTER_COMM0"].removesuffix("ULL"))
+    hi = int(flags["FILTER_COMM1"].removesuffix("ULL"))
+    assert struct.pack("<QQ", lo, hi).rstrip(b"\0") == raw
+
+
+def test_comm_iperf3_words() -> None:
+    flags = flag_dict(build_cflags(demo_table(), Filters(comm="iperf3")))
+    assert flags["FILTER_COMM0"] == f"{0x336672657069}ULL"
+    assert flags["FILTER_COMM1"] == "0ULL"
+
+
+@pytest.mark.parametrize(("proto", "number"), [("tcp", 6), ("udp", 17)])
+def test_proto(proto: str, number: int) -> None:
+    assert flag_dict(build_cflags(demo_table(), Filters(proto=proto)))["FILTER_PROTO"] == str(
+        number
+    )
+
+
+def test_bad_proto() -> None:
+    with pytest.raises(SkbpathError, match="--proto must be one of"):
+        build_cflags(demo_table(), Filters(proto="icmp"))
+
+
+@pytest.mark.parametrize("port", [1, 80, 65535])
+def test_port(port: int) -> None:
+    assert flag_dict(build_cflags(demo_table(), Filters(port=port)))["FILTER_PORT"] == str(port)
+
+
+@pytest.mark.parametrize("port", [0, -1, 65536, 100000])
+def test_bad_port(port: int) -> None:
+    with pytest.raises(SkbpathError, match=f"--port {port} is not a port number"):
+        build_cflags(demo_table(), Filters(port=port))
+
+
+def test_pid_and_ifindex() -> None:
+    flags = flag_dict(build_cflags(demo_table(), Filters(pid=1234, ifindex=7, iface="eth1")))
+    assert flags["FILTER_TGID"] == "1234"
+    assert flags["FILTER_IFINDEX"] == "7"
+
+
+def test_active_filters() -> None:
+    assert Filters().active() == {}
+    assert Filters(port=80, proto="tcp").active() == {"port": 80, "proto": "tcp"}
+    assert set(ALL_FILTERS.active()) == {"pid", "comm", "iface", "ifindex", "proto", "port",
+                                         "host"}
+
+
+# ---------------------------------------------------------------- X-macro list
+P_ITEM = re.compile(r"P\((\d+),(\d+),([01]),([01])\)")
+
+
+def test_probe_list_format() -> None:
+    table = FuncTable([
+        FuncInfo(id=0, name="a", path="tx", layer="socket"),
+        FuncInfo(id=1, name="b", path="tx", layer="network", skb_arg=2, stack=True),
+        FuncInfo(id=5, name="c", path="rx", layer="driver", skb_arg=1, skb_deref=True),
+    ])
+    text = probe_list(table)
+    assert text == "P(0,0,0,0) P(1,2,0,1) P(5,1,1,0)"
+    assert " ".join(m.group(0) for m in P_ITEM.finditer(text)) == text
+
+
+def test_probe_list_covers_every_function() -> None:
+    table = demo_table()
+    items = P_ITEM.findall(probe_list(table))
+    assert [int(i[0]) for i in items] == [f.id for f in table.funcs]
+    assert [int(i[1]) for i in items] == [f.skb_arg for f in table.funcs]
+
+
+# ---------------------------------------------------------------- the C side
+def test_c_file_expands_the_probe_list() -> None:
+    define = C_SOURCE.index("#define P(id, arg, deref, stack)")
+    expansion = re.search(r"^SKBPATH_PROBES\s*$", C_SOURCE, re.M)
+    assert expansion is not None
+    assert expansion.start() > define
+
+
+def test_c_file_uses_every_macro_bpfconfig_sets() -> None:
+    names = set(flag_dict(build_cflags(demo_table(), ALL_FILTERS)))
+    source_names = set(re.findall(r"-D(\w+)=", (ROOT / "tracer" / "bpfconfig.py").read_text()))
+    assert source_names <= names  # every -D in bpfconfig.py is produced by ALL_FILTERS
+    assert {n for n in names if n.startswith("FILTER_")} == {
+        "FILTER_IFINDEX", "FILTER_PROTO", "FILTER_PORT", "FILTER_HOST", "FILTER_TGID",
+        "FILTER_COMM0", "FILTER_COMM1",
+    }
+    code = "\n".join(
+        line for line in C_SOURCE.splitlines() if not line.lstrip().startswith("//")
+    )
+    for name in names:
+        assert re.search(rf"\b{name}\b", code), f"{name} is set but never used in the C file"

@@ -1,0 +1,82 @@
+"""Configure the BPF C program through cflags (never by templating its text)."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .errors import SkbpathError
+from .functions import FuncTable
+
+RINGBUF_PAGES = 1024  # 4 MiB: a burst of ~100k events fits while user space catches up
+STACK_ENTRIES = 16384
+TRACK_ENTRIES = 65536
+PROTOS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What to trace; empty fields mean no filter."""
+
+    pid: int | None = None
+    comm: str | None = None
+    iface: str | None = None
+    ifindex: int | None = None
+    proto: str | None = None
+    port: int | None = None
+    host: str | None = None
+
+    def active(self) -> dict[str, Any]:
+        """The filters that are set, for the trace header."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def _comm_words(comm: str) -> tuple[int, int]:
+    raw = comm.encode()[:15].ljust(16, b"\0")
+    lo, hi = struct.unpack("<QQ", raw)
+    return lo, hi
+
+
+def probe_list(funcs: FuncTable) -> str:
+    """The X-macro list: ``P(id, skb argument, deref, stack)`` per function."""
+    return " ".join(
+        f"P({f.id},{f.skb_arg},{int(f.skb_deref)},{int(f.stack)})" for f in funcs.funcs
+    )
+
+
+def build_cflags(funcs: FuncTable, filters: Filters) -> list[str]:
+    """The cflags that configure probes/skbpath.bpf.c for these functions and filters."""
+    if not funcs.funcs:
+        raise SkbpathError("no function of the catalog could be resolved on this kernel")
+    flags = [
+        f"-DSKBPATH_PROBES={probe_list(funcs)}",
+        f"-DRINGBUF_PAGES={RINGBUF_PAGES}",
+        f"-DSTACK_ENTRIES={STACK_ENTRIES}",
+        f"-DTRACK_ENTRIES={TRACK_ENTRIES}",
+    ]
+    if filters.ifindex is not None:
+        flags.append(f"-DFILTER_IFINDEX={filters.ifindex}")
+    if filters.proto is not None:
+        if filters.proto not in PROTOS:
+            raise SkbpathError(f"--proto must be one of {sorted(PROTOS)}")
+        flags.append(f"-DFILTER_PROTO={PROTOS[filters.proto]}")
+    if filters.port is not None:
+        if not 0 < filters.port < 65536:
+            raise SkbpathError(f"--port {filters.port} is not a port number")
+        flags.append(f"-DFILTER_PORT={filters.port}")
+    if filters.host is not None:
+        try:
+            addr = ipaddress.IPv4Address(filters.host)
+        except ValueError as exc:
+            raise SkbpathError(f"--host {filters.host!r} is not an IPv4 address") from exc
+        # The kernel holds addresses in network order; as a u32 read on x86.
+        flags.append(f"-DFILTER_HOST={struct.unpack('<I', addr.packed)[0]}U")
+    if filters.pid is not None:
+        flags.append(f"-DFILTER_TGID={filters.pid}")
+    if filters.comm is not None:
+        lo, hi = _comm_words(filters.comm)
+        flags += [f"-DFILTER_COMM0={lo}ULL", f"-DFILTER_COMM1={hi}ULL"]
+    return flags

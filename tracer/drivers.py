@@ -1,0 +1,150 @@
+"""Find an interface's driver functions without naming any driver.
+
+The driver is the module behind ``/sys/class/net/<iface>/device/driver``.
+Its functions are found among the kernel's traceable functions tagged with
+that module, by role:
+
+``xmit``      ndo_start_xmit: BTF signature ``(struct sk_buff *, struct net_device *)``
+``poll``      the NAPI poll: BTF signature ``(struct napi_struct *, int)`` returning int
+``rx_clean``  the RX ring cleaner, by name (``clean_rx``, ``rx_irq``, ``receive``)
+``tx_clean``  the TX completion, by name (``clean_tx``, ``tx_irq``, ``free_old_xmit``)
+
+Choosing among candidates:
+
+* A BTF signature match is exact, so every function matching it is kept
+  (a driver may have several NAPI polls, e.g. one for RX and one for TX).
+* Name matches are guesses, so only the best single one is kept: the one
+  matching the earliest pattern in the role's list, then one whose name does
+  not suggest setup or teardown (a ``_``-separated part ``ring``, ``rings``,
+  ``all``, ``alloc``, ``setup``, ``init`` or ``configure``), then the
+  shortest name, then the alphabetically first.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from tracer.btf import Btf, BtfError
+from tracer.errors import SkbpathError
+from tracer.kernel import KernelInfo
+
+# Compiler clone suffixes: ".constprop.0", ".isra.0", ".part.0", ".llvm.123".
+CLONE_SUFFIX = re.compile(r"(?:\.(?:constprop|isra|part|llvm)\.\d+)+$")
+
+# Name patterns per role, best first.  A pattern starting with "_" is a
+# suffix of "_" + name (so "start_xmit" matches "_start_xmit"); others are
+# substrings.
+NAME_PATTERNS: dict[str, tuple[str, ...]] = {
+    "xmit": ("_xmit_frame", "_start_xmit", "_xmit"),
+    "poll": ("_poll", "_clean"),
+    "rx_clean": ("clean_rx_irq", "rx_irq", "clean_rx", "receive"),
+    "tx_clean": ("clean_tx_irq", "tx_irq", "clean_tx", "free_old_xmit"),
+}
+# Names that look like a role but are something else.
+EXCLUDE: dict[str, tuple[str, ...]] = {
+    "xmit": ("free_old_xmit", "netpoll"),
+    "poll": ("netpoll", "poll_controller"),
+    # Ring setup and teardown (e1000_clean_tx_ring) never run per packet.
+    "rx_clean": ("_ring", "alloc", "setup", "init", "configure"),
+    "tx_clean": ("_ring", "alloc", "setup", "init", "configure"),
+}
+# Name parts that suggest a ring setup/teardown function rather than the hot path.
+COLD_WORDS = frozenset({"ring", "rings", "all", "alloc", "setup", "init", "configure"})
+
+XMIT_PARAMS = ["struct sk_buff *", "struct net_device *"]
+POLL_PARAMS = ["struct napi_struct *", "int"]
+
+
+def base_name(symbol: str) -> str:
+    """The function name without compiler clone suffixes."""
+    return CLONE_SUFFIX.sub("", symbol)
+
+
+def interface_module(iface: str, root: str = "/") -> str | None:
+    """The kernel module driving ``iface``, or None for a virtual device.
+
+    A built-in driver has no ``module`` link; its driver name is returned
+    then, which finds no module functions (see :func:`find_driver_functions`).
+    Raises :class:`SkbpathError` if the interface does not exist.
+    """
+    netdir = os.path.join(root, "sys/class/net", iface)
+    if not os.path.exists(netdir):
+        raise SkbpathError(f"no such network interface: {iface}")
+    driver = os.path.join(netdir, "device/driver")
+    for link in (os.path.join(driver, "module"), driver):
+        try:
+            # Only the link's last component matters; it may point outside a fake root.
+            return os.path.basename(os.readlink(link).rstrip("/"))
+        except OSError:
+            continue
+    return None
+
+
+def load_btf(module: str | None, root: str = "/") -> Btf | None:
+    """vmlinux BTF, with ``module``'s split BTF on top when it has one; None if absent."""
+    btfdir = os.path.join(root, "sys/kernel/btf")
+    try:
+        base = Btf.load(os.path.join(btfdir, "vmlinux"))
+    except BtfError:
+        return None
+    if module:
+        path = os.path.join(btfdir, module)
+        if os.path.exists(path):
+            try:
+                return Btf.load(path, base=base)
+            except BtfError:
+                return base
+    return base
+
+
+def _name_rank(role: str, name: str) -> int | None:
+    """Index of the first pattern of ``role`` that ``name`` matches, or None."""
+    if any(x in name for x in EXCLUDE[role]):
+        return None
+    for i, pat in enumerate(NAME_PATTERNS[role]):
+        if (("_" + name).endswith(pat)) if pat.startswith("_") else (pat in name):
+            return i
+    return None
+
+
+def _best_by_name(role: str, names: set[str], exclude: set[str]) -> list[str]:
+    """The single best name match for ``role`` (see the module docstring)."""
+    scored = []
+    for name in names - exclude:
+        rank = _name_rank(role, name)
+        if rank is not None:
+            cold = not COLD_WORDS.isdisjoint(name.split("_"))
+            scored.append((rank, cold, len(name), name))
+    return [min(scored)[3]] if scored else []
+
+
+def _by_signature(btf: Btf, names: set[str], params: list[str], returns: str | None) -> list[str]:
+    out = []
+    for name in sorted(names):
+        sig = btf.func_signature(name)
+        if sig and sig[1] == params and (returns is None or sig[0] == returns):
+            out.append(name)
+    return out
+
+
+def find_driver_functions(module: str, kernel: KernelInfo, btf: Btf | None) -> dict[str, list[str]]:
+    """Role -> traceable functions of ``module``; empty if it has none (built in).
+
+    Names are clone-free base names (``foo``, not ``foo.isra.0``); resolution
+    attaches to the clones.  Roles with nothing found are left out.
+    """
+    # Split-off parts (".cold") are not functions of their own.
+    names = {b for b in map(base_name, kernel.module_functions(module)) if "." not in b}
+    if not names:
+        return {}
+    found: dict[str, list[str]] = {}
+    signatures = {"xmit": (XMIT_PARAMS, None), "poll": (POLL_PARAMS, "int")}
+    for role, (params, returns) in signatures.items():
+        hits = _by_signature(btf, names, params, returns) if btf else []
+        found[role] = hits or _best_by_name(role, names, set())
+    taken = set(found["xmit"]) | set(found["poll"])
+    for role in ("rx_clean", "tx_clean"):
+        found[role] = _best_by_name(role, names, taken)
+        taken |= set(found[role])
+    return {role: sorted(fs) for role, fs in found.items() if fs}

@@ -1,0 +1,165 @@
+"""The lab: a real kernel in QEMU (through virtme-ng) to trace live.
+
+The guest boots Debian's 6.1 kernel on the host's root file system, with two
+e1000 NICs on a QEMU hub.  The second NIC moves into a network namespace, so
+traffic between 198.18.0.1 and 198.18.0.2 crosses the real driver paths.
+``skbpath trace`` runs inside the guest while the traffic command runs, and
+the trace comes back through a ``--rwdir`` shared folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from importlib import resources
+
+from .errors import SkbpathError
+
+DEFAULT_KERNEL = "/boot/vmlinuz-6.1.0-56-amd64"
+HOST_ADDR = "198.18.0.1"
+PEER_ADDR = "198.18.0.2"
+PRESETS = {
+    # A TCP bulk transfer; -n bounds the trace to a few MB under TCG.
+    "bulk": "iperf3 -c $PEER -n 16M -l 64K",
+    # TCP request/response: 200 exchanges of 100 bytes on one connection.
+    "rr": '"$SKBPATH_PY" -m tracer.rr client $PEER 200',
+}
+QEMU_NICS = (
+    "-netdev hubport,id=p0,hubid=0 -device e1000,netdev=p0 "
+    "-netdev hubport,id=p1,hubid=0 -device e1000,netdev=p1"
+)
+
+
+@dataclass
+class LabOptions:
+    """What ``skbpath lab`` should run."""
+
+    output: str
+    traffic: str = "bulk"
+    kernel: str = DEFAULT_KERNEL
+    memory: str = "2G"
+    trace_args: list[str] = field(default_factory=list)
+    timeout: int = 600
+    keep_dir: bool = False
+    # "trace" runs the traffic once under the tracer; "bench" alternates
+    # untraced and traced iperf3 runs and keeps everything in the work dir.
+    mode: str = "trace"
+    bench_runs: int = 3
+    bench_seconds: int = 5
+
+
+def find_vng() -> str:
+    """The vng executable: beside this Python first (its venv), then on PATH."""
+    here = os.path.join(os.path.dirname(sys.executable), "vng")
+    if os.access(here, os.X_OK):
+        return here
+    found = shutil.which("vng")
+    if not found:
+        raise SkbpathError("virtme-ng is missing: pip install virtme-ng (or run 'make demo')")
+    return found
+
+
+def check_lab(opts: LabOptions) -> None:
+    """Fail early, with one line, if the lab cannot boot here."""
+    if not os.path.exists(opts.kernel):
+        raise SkbpathError(
+            f"lab kernel {opts.kernel} not found: apt-get install linux-image-6.1.0-56-amd64 "
+            "linux-headers-6.1.0-56-amd64"
+        )
+    if not shutil.which("qemu-system-x86_64"):
+        raise SkbpathError("QEMU is missing: apt-get install qemu-system-x86")
+    if not shutil.which("busybox"):
+        raise SkbpathError("virtme-ng needs a static busybox: apt-get install busybox-static")
+    find_vng()
+
+
+def traffic_command(traffic: str) -> str:
+    """A preset's command, or the user's own command unchanged."""
+    return PRESETS.get(traffic, traffic)
+
+
+def guest_script_path() -> str:
+    """The shell script the guest runs (shipped beside this module)."""
+    return str(resources.files("tracer").joinpath("lab_guest.sh"))
+
+
+def run_lab(opts: LabOptions, echo: bool = True) -> str:
+    """Boot the lab, trace the traffic, copy the trace to ``opts.output``.
+
+    Returns the guest's work directory when ``opts.keep_dir`` is set (bench
+    mode reads its results there), else the output path.
+    """
+    check_lab(opts)
+    vng = find_vng()
+    workdir = tempfile.mkdtemp(prefix="skbpath-lab-")
+    os.chmod(workdir, 0o755)
+    trace_in_guest = os.path.join(workdir, "trace.skbtrace")
+    log_path = os.path.join(workdir, "guest.log")
+    env_file = os.path.join(workdir, "lab.env")
+    repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(env_file, "w") as fh:
+        # Values are quoted for the guest's shell; the guest sources this file.
+        for key, value in {
+            "SKBPATH_PY": sys.executable,
+            "SKBPATH_ROOT": repo_root,
+            "SKBPATH_OUT": trace_in_guest,
+            "SKBPATH_LOG": log_path,
+            "SKBPATH_TRAFFIC": traffic_command(opts.traffic),
+            "SKBPATH_TRACE_ARGS": shlex.join(opts.trace_args),
+            "HOST_ADDR": HOST_ADDR,
+            "PEER_ADDR": PEER_ADDR,
+            "SKBPATH_MODE": opts.mode,
+            "SKBPATH_BENCH_RUNS": str(opts.bench_runs),
+            "SKBPATH_BENCH_SECONDS": str(opts.bench_seconds),
+        }.items():
+            fh.write(f"{key}={shlex.quote(value)}\n")
+    path = os.environ.get("PATH", "")
+    env = dict(os.environ, PATH=f"{os.path.dirname(vng)}:{path}")
+    cmd = [
+        vng,
+        "--disable-kvm",
+        "--disable-microvm",
+        "-r",
+        opts.kernel,
+        "-m",
+        opts.memory,
+        "--rwdir",
+        workdir,
+        f"--qemu-opts={QEMU_NICS}",
+        "--exec",
+        f"bash {shlex.quote(guest_script_path())} {shlex.quote(env_file)}",
+    ]
+    if echo:
+        print(f"skbpath lab: booting {os.path.basename(opts.kernel)} in QEMU (TCG)...",
+              file=sys.stderr)
+    try:
+        proc = subprocess.run(
+            cmd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            timeout=opts.timeout, check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise SkbpathError(f"the lab did not finish within {opts.timeout} s") from exc
+    guest_log = ""
+    if os.path.exists(log_path):
+        with open(log_path, errors="replace") as fh:
+            guest_log = fh.read()
+    if echo and guest_log:
+        sys.stderr.write(guest_log)
+    if not os.path.exists(trace_in_guest) or os.path.getsize(trace_in_guest) == 0:
+        tail = (guest_log or proc.stdout + proc.stderr).strip().splitlines()[-15:]
+        lines = "\n  ".join(tail)
+        raise SkbpathError(
+            f"the lab wrote no trace (vng exit code {proc.returncode}); last lines:\n  {lines}"
+        )
+    out_dir = os.path.dirname(os.path.abspath(opts.output))
+    os.makedirs(out_dir, exist_ok=True)
+    shutil.copyfile(trace_in_guest, opts.output)
+    if opts.keep_dir:
+        return workdir
+    shutil.rmtree(workdir, ignore_errors=True)
+    return opts.output

@@ -1,0 +1,56 @@
+"""Replay a recorded trace through the same model the live tracer runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .errors import TraceFormatError
+from .functions import FuncTable
+from .model import JourneyView, Model
+from .tracefile import TraceContents, TraceReader
+
+
+@dataclass
+class Replay:
+    """A trace's metadata and the model built from its events."""
+
+    path: str
+    contents: TraceContents
+    model: Model
+
+    @property
+    def funcs(self) -> FuncTable:
+        """The trace's function table."""
+        return self.model.funcs
+
+
+def function_table(contents: TraceContents, path: str = "trace") -> FuncTable:
+    """The function table stored in a trace header."""
+    try:
+        return FuncTable.from_json(contents.header["functions"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TraceFormatError(f"{path}: header has no valid function table") from exc
+
+
+def replay(
+    path: str,
+    *,
+    keep_journeys: bool = True,
+    on_journey: Callable[[JourneyView], None] | None = None,
+) -> Replay:
+    """Read ``path`` and run every event through a fresh :class:`Model`."""
+    reader = TraceReader(path)
+    funcs = function_table(reader.contents, path)
+    filters = reader.contents.header.get("filters") or {}
+    model = Model(
+        funcs,
+        require_match=bool(filters),
+        keep_journeys=keep_journeys,
+        on_journey=on_journey,
+        timeout_ns=int(reader.contents.header.get("journey_timeout_ns", 5_000_000_000)),
+    )
+    for batch in reader.event_batches():
+        model.feed(batch)
+    model.finish()
+    return Replay(path, reader.contents, model)
