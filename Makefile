@@ -10,7 +10,7 @@ APT_PACKAGES := qemu-system-x86 linux-image-6.1.0-56-amd64 linux-headers-6.1.0-5
 	python3-bpfcc bpfcc-tools python3-venv iperf3 graphviz busybox-static iproute2 iputils-ping gcc
 OUT := out
 
-.PHONY: all setup apt venv demo test unit lab-test lint bench clean
+.PHONY: all setup apt venv demo test unit lab-test lint bench bench-lab docs clean
 all: test
 
 apt:
@@ -41,7 +41,7 @@ demo: setup
 	$(VENV)/bin/skbpath replay $(OUT)/lab.skbtrace --max-depth 14
 
 lint: setup
-	$(VENV)/bin/ruff check tracer probes render tests bench
+	$(VENV)/bin/ruff check tracer probes render tests bench docs
 	$(VENV)/bin/mypy
 
 unit: setup
@@ -57,5 +57,12 @@ test: setup lint
 bench: setup
 	$(PY) bench/run.py
 
+# Boots the lab: untraced vs traced iperf3, alternating (root, minutes).
+bench-lab: setup
+	$(PY) bench/lab_throughput.py
+
 clean:
 	rm -rf $(OUT) .pytest_cache .mypy_cache .ruff_cache
+
+docs: setup
+	$(PY) docs/make_images.py sample_traces/tcp_bulk.skbtrace

@@ -60,27 +60,59 @@ def _tooltip(tree: CallTree, node: Node, details: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def calltree_dot(tree: CallTree, *, title: str, details: dict[str, str] | None = None) -> str:
+def _visible(tree: CallTree, min_fraction: float) -> tuple[dict[str, list[Node]], int]:
+    """Nodes per cluster (by their root's direction), and how many were hidden.
+
+    A subtree is hidden when its time is below ``min_fraction`` of its
+    direction's total: a call tree of every rare path is unreadable, and the
+    flame graph and the terminal tree still show everything.
+    """
+    totals: dict[str, int] = {}
+    for root in tree.sorted_roots():
+        totals[tree.direction(root)] = totals.get(tree.direction(root), 0) + root.total
+    clusters: dict[str, list[Node]] = {}
+    hidden = 0
+    for root in tree.sorted_roots():
+        direction = tree.direction(root)
+        limit = totals[direction] * min_fraction
+        work = [root]
+        while work:
+            n = work.pop()
+            if n.total < limit:
+                hidden += sum(1 for _ in n.walk())
+                continue
+            clusters.setdefault(direction, []).append(n)
+            work.extend(reversed(n.sorted_children()))
+    return clusters, hidden
+
+
+def calltree_dot(
+    tree: CallTree,
+    *,
+    title: str,
+    details: dict[str, str] | None = None,
+    min_fraction: float = 0.005,
+) -> str:
     """The call tree as DOT text: one node per call path, coloured by layer.
 
-    Nodes are clustered by their function's path (TX, RX, then others), ids
-    are n0, n1, ... in ``tree.nodes()`` order, edges are as wide as the log
-    of their calls, and each root's hottest path is drawn bold in
-    :data:`~render.colors.HOT_COLOR`.
+    Each root's subtree sits in the cluster of the root's direction (TX, RX,
+    then others); subtrees under ``min_fraction`` of their direction's time
+    are left out and counted in the title.  Ids are n0, n1, ... in cluster
+    order, edges are as wide as the log of their calls, and each root's
+    hottest path is drawn bold in :data:`~render.colors.HOT_COLOR`.
     """
     details = details or {}
     funcs = tree.funcs
-    nodes = list(tree.nodes())
+    clusters, hidden = _visible(tree, min_fraction)
+    order = sorted(clusters, key=lambda d: (_CLUSTER_ORDER.get(d.lower(), 2), d))
+    nodes = [n for d in order for n in clusters[d]]
     ids = {id(n): f"n{i}" for i, n in enumerate(nodes)}
     hot: set[int] = set()
     for root in tree.sorted_roots():
         hot.update(id(n) for n in tree.hottest_path(root))
     max_count = max((n.count for n in nodes), default=1)
-
-    clusters: dict[str, list[Node]] = {}
-    for n in nodes:
-        path = funcs.path[n.func] if n.func < len(funcs.path) else "?"
-        clusters.setdefault(path, []).append(n)
+    if hidden:
+        title = f"{title}\n{hidden:,} call paths under {min_fraction:.1%} of their direction's time not shown"
 
     out = [
         "digraph skbpath {",
@@ -89,13 +121,11 @@ def calltree_dot(tree: CallTree, *, title: str, details: dict[str, str] | None =
         'color="#555555", penwidth="1"];',
         f'  edge [color="{EDGE_COLOR}", arrowsize="0.6"];',
     ]
-    for ci, path in enumerate(
-        sorted(clusters, key=lambda p: (_CLUSTER_ORDER.get(p, 2), p))
-    ):
-        label = path.upper() if path in _CLUSTER_ORDER else f"{path.upper()} (other)"
+    for ci, direction in enumerate(order):
+        label = direction if direction.lower() in _CLUSTER_ORDER else f"{direction} (other)"
         out.append(f"  subgraph cluster_{ci} {{")
         out.append(f"    graph {_attrs({'label': label, 'style': 'dashed', 'color': '#aaaaaa'})};")
-        for n in clusters[path]:
+        for n in clusters[direction]:
             name = funcs.name_of(n.func)
             layer = funcs.layer[n.func] if n.func < len(funcs.layer) else "?"
             attrs = {
@@ -109,6 +139,8 @@ def calltree_dot(tree: CallTree, *, title: str, details: dict[str, str] | None =
         out.append("  }")
     for n in nodes:
         for c in n.sorted_children():
+            if id(c) not in ids:
+                continue
             attrs = {
                 "penwidth": f"{_penwidth(c.count, max_count):.2f}",
                 "tooltip": f"{funcs.name_of(n.func)} → {funcs.name_of(c.func)}: {c.count:,} calls",

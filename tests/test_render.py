@@ -344,7 +344,7 @@ def _dot_nodes(dot: str) -> dict[str, str]:
 
 def test_dot_highlights_hottest_paths(traces: dict[str, Replay]) -> None:
     tree = _tree(traces, "synthetic")
-    dot = calltree_dot(tree, title="synthetic")
+    dot = calltree_dot(tree, title="synthetic", min_fraction=0.0)
     nodes = _dot_nodes(dot)
     order = list(tree.nodes())
     assert len(nodes) == len(order)
@@ -357,9 +357,9 @@ def test_dot_highlights_hottest_paths(traces: dict[str, Replay]) -> None:
     hot_edges = re.findall(r"^\s+(n\d+) -> (n\d+) .*style=\"bold\"", dot, re.M)
     assert len(hot_edges) == len(hot) - 2  # a chain per root
     assert all(a in hot and b in hot for a, b in hot_edges)
-    # Clusters: TX first, then RX, then the frees in their own cluster.
+    # Clusters by the root's direction: TX, then RX; frees sit inside them.
     labels = re.findall(r'subgraph (cluster_\d+) \{\n\s+graph \[label="([^"]*)"', dot)
-    assert [lab for _, lab in labels] == ["TX", "RX", "FREE (other)"]
+    assert [lab for _, lab in labels] == ["TX", "RX"]
     assert "n0 [label=\"__sys_sendto\\ncalls 50\\nmean " in dot
     assert 'fillcolor="' + layer_color("socket") + '"' in nodes["n0"]
 
@@ -367,7 +367,7 @@ def test_dot_highlights_hottest_paths(traces: dict[str, Replay]) -> None:
 @pytest.mark.parametrize("case", CASES)
 def test_dot_ids_and_edges(traces: dict[str, Replay], case: str) -> None:
     tree = _tree(traces, case)
-    dot = calltree_dot(tree, title=case)
+    dot = calltree_dot(tree, title=case, min_fraction=0.0)
     nodes = _dot_nodes(dot)
     assert sorted(nodes, key=lambda k: int(k[1:])) == [f"n{i}" for i in range(len(nodes))]
     edges = re.findall(r"^\s+n\d+ -> n\d+ \[penwidth=\"([\d.]+)\"", dot, re.M)
@@ -512,3 +512,16 @@ def test_terminal_summary_table(traces: dict[str, Replay]) -> None:
     text = _render(summary_table(summary))
     assert "journeys freed" in text and f"{2 * SYNTH_PACKETS}" in text
     assert "6.8.0-test" in text
+
+
+def test_dot_hides_small_subtrees_and_says_so(traces: dict[str, Replay]) -> None:
+    tree = _tree(traces, "synthetic")
+    everything = _dot_nodes(calltree_dot(tree, title="t", min_fraction=0.0))
+    pruned_dot = calltree_dot(tree, title="t", min_fraction=0.05)
+    pruned = _dot_nodes(pruned_dot)
+    assert 0 < len(pruned) < len(everything)
+    hidden = len(everything) - len(pruned)
+    assert f"{hidden:,} call paths under 5.0% of their direction" in pruned_dot
+    # Every edge joins two drawn nodes.
+    for a, b in re.findall(r"^\s+(n\d+) -> (n\d+) ", pruned_dot, re.M):
+        assert a in pruned and b in pruned

@@ -18,7 +18,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _stderr() -> Console:
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _stdout() -> Console:
+    """Stdout console; piped output gets a wide page instead of rich's 80 columns."""
+    con = Console(highlight=False)
+    if not con.is_terminal and "COLUMNS" not in os.environ:
+        con = Console(highlight=False, width=160)
+    return con
 
 
 def _warn(message: str) -> None:
@@ -36,6 +44,10 @@ class _Group(click.Group):
         except SkbpathError as exc:
             click.echo(f"skbpath: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            # Before tracing starts (resolution, the lab boot): nothing to save.
+            click.echo("skbpath: interrupted", err=True)
+            ctx.exit(130)
         except BrokenPipeError:
             # `skbpath render ... -o - | head`: the reader left; that's fine.
             sys.stderr.close()
@@ -258,7 +270,7 @@ def replay(trace_file: str, skb_id: int | None, as_json: bool, with_events: bool
     from render.terminal import calltree_view, function_table, journey_timeline
 
     rep = run_replay(trace_file, keep_journeys=True)
-    out = Console(highlight=False)
+    out = _stdout()
     if skb_id is not None:
         match = [j for j in rep.model.journey_list if j.id == skb_id]
         if not match:
@@ -403,7 +415,7 @@ def info(trace_file: str, skipped: bool) -> None:
 
     reader = TraceReader(trace_file)
     contents = reader.read_all()
-    out = Console(highlight=False)
+    out = _stdout()
     _print_info(out, trace_file, contents, None)
     if skipped:
         for s in contents.header.get("skipped", []):

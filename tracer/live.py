@@ -9,7 +9,6 @@ the buffer drained before the final records are written.
 from __future__ import annotations
 
 import contextlib
-import contextlib
 import ctypes
 import os
 import platform

@@ -24,7 +24,6 @@ packed integers only: no pickle, no eval.
 from __future__ import annotations
 
 import contextlib
-import contextlib
 import json
 import os
 import struct
