@@ -112,7 +112,10 @@ def calltree_dot(
         hot.update(id(n) for n in tree.hottest_path(root))
     max_count = max((n.count for n in nodes), default=1)
     if hidden:
-        title = f"{title}\n{hidden:,} call paths under {min_fraction:.1%} of their direction's time not shown"
+        title = (
+            f"{title}\n{hidden:,} call paths under {min_fraction:.1%} "
+            "of their direction's time not shown"
+        )
 
     out = [
         "digraph skbpath {",
