@@ -120,7 +120,8 @@ class JourneyBuilder:
             if parent_j is not None and parent_j.path == path and not parent_j.end:
                 j = parent_j
                 j.live.add(skb)
-                j.skbs.append(skb)
+                if skb not in j.skbs:  # a freed clone's address can come back
+                    j.skbs.append(skb)
                 self.live[skb] = j
                 self._add_enclosing(j, call)
             else:
