@@ -28,15 +28,23 @@ def _bps(path: str) -> float:
 
 
 def main() -> int:
-    """Run the benchmark and print a markdown table; append it to bench/results-lab.md."""
+    """Run the benchmark (or, with ``--from DIR``, report a finished run's directory)."""
     runs = int(os.environ.get("BENCH_RUNS", "3"))
     seconds = int(os.environ.get("BENCH_SECONDS", "5"))
-    out = os.path.join(tempfile.mkdtemp(prefix="skbpath-bench-"), "bench.skbtrace")
-    workdir = run_lab(
-        LabOptions(output=out, mode="bench", bench_runs=runs, bench_seconds=seconds,
-                   keep_dir=True, timeout=3600),
-        echo=False,
-    )
+    if len(sys.argv) == 3 and sys.argv[1] == "--from":
+        workdir = sys.argv[2]
+    else:
+        out = os.path.join(tempfile.mkdtemp(prefix="skbpath-bench-"), "bench.skbtrace")
+        workdir = run_lab(
+            LabOptions(output=out, mode="bench", bench_runs=runs, bench_seconds=seconds,
+                       keep_dir=True, timeout=3600),
+            echo=False,
+        )
+    return report(workdir, runs, seconds)
+
+
+def report(workdir: str, runs: int, seconds: int) -> int:
+    """Print the results of a bench-mode lab run and append them to bench/results-lab.md."""
     rows = []
     for i in range(1, runs + 1):
         plain = _bps(os.path.join(workdir, f"plain-{i}.json"))

@@ -10,6 +10,7 @@ from rich.console import Console
 from render.dot import calltree_dot, dot_to_svg
 from render.flamegraph import calltree_flamegraph
 from render.terminal import journey_timeline
+from tracer.atlas import atlas_details
 from tracer.replay import replay
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -21,10 +22,11 @@ def main(trace: str) -> None:
     tree = rep.model.calltree
     title = f"skbpath: {os.path.basename(trace)} ({rep.contents.header.get('kernel')})"
     out = os.path.join(HERE, "img")
+    details = atlas_details(tree.funcs)  # tooltips say what each function does
     with open(os.path.join(out, "calltree.svg"), "w") as fh:
-        fh.write(dot_to_svg(calltree_dot(tree, title=title)))
+        fh.write(dot_to_svg(calltree_dot(tree, title=title, details=details)))
     with open(os.path.join(out, "flamegraph.svg"), "w") as fh:
-        fh.write(calltree_flamegraph(tree, title=title))
+        fh.write(calltree_flamegraph(tree, title=title, details=details))
     # A typical TX journey from the syscall to the driver: the median by duration.
     tx = sorted(
         (

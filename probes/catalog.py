@@ -44,6 +44,8 @@ class ProbeSpec:
     stack: bool = False
     context: bool = False
     frees: bool = False
+    drop: bool = False
+    aux_arg: int = 0
     driver: str = ""
 
     @property
@@ -68,6 +70,8 @@ def _entry(raw: dict[str, Any], index: int) -> ProbeSpec:
         raise CatalogError(f"{spec.key}: layer {spec.layer!r} not in {LAYERS}")
     if not 0 <= spec.skb_arg <= MAX_SKB_ARG:
         raise CatalogError(f"{spec.key}: skb_arg must be 0..{MAX_SKB_ARG}")
+    if not 0 <= spec.aux_arg <= MAX_SKB_ARG:
+        raise CatalogError(f"{spec.key}: aux_arg must be 0..{MAX_SKB_ARG}")
     if spec.skb_deref and not spec.skb_arg:
         raise CatalogError(f"{spec.key}: skb_deref needs skb_arg")
     return spec

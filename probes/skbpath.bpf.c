@@ -3,8 +3,9 @@
 // skbpath's kprobe/kretprobe programs.  Compiled by bcc; configured only
 // through cflags (see tracer/bpfconfig.py), never by editing this text:
 //
-//   SKBPATH_PROBES      an X-macro list, e.g. "P(0,0,0,0) P(1,2,0,1)":
-//                       P(function id, skb argument (0 = none), deref, stack)
+//   SKBPATH_PROBES      an X-macro list, e.g. "P(0,0,0,0,0) P(1,2,0,1,0)":
+//                       P(function id, skb argument (0 = none), deref, stack,
+//                         aux argument recorded as an integer (0 = none))
 //   RINGBUF_PAGES       ring buffer size in pages (power of two)
 //   STACK_ENTRIES       capacity of the kernel stack map
 //   TRACK_ENTRIES       capacity of the tracked-skb LRU map
@@ -50,7 +51,7 @@ struct event {
     u16 cpu;
     u16 pad;
     s32 stack_id;
-    u32 pad2;
+    u32 aux;
 };
 
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
@@ -206,7 +207,8 @@ static __always_inline int task_selected(void)
 }
 #endif
 
-static __always_inline int emit(struct pt_regs *ctx, u16 func, u8 kind, u64 skb, int want_stack)
+static __always_inline int emit(struct pt_regs *ctx, u16 func, u8 kind, u64 skb, int want_stack,
+                                u32 aux)
 {
     u8 flags = 0;
 #ifdef FILTERING
@@ -259,7 +261,7 @@ static __always_inline int emit(struct pt_regs *ctx, u16 func, u8 kind, u64 skb,
     e->cpu = bpf_get_smp_processor_id();
     e->pad = 0;
     e->stack_id = -1;
-    e->pad2 = 0;
+    e->aux = aux;
     if (want_stack) {
         e->stack_id = stacks.get_stackid(ctx, 0);
         if (e->stack_id < 0)
@@ -269,17 +271,21 @@ static __always_inline int emit(struct pt_regs *ctx, u16 func, u8 kind, u64 skb,
     return 0;
 }
 
-static __always_inline u64 skb_arg(struct pt_regs *ctx, int pos, int deref)
+static __always_inline u64 reg_arg(struct pt_regs *ctx, int pos)
 {
-    u64 v = 0;
     switch (pos) {
-    case 1: v = PT_REGS_PARM1(ctx); break;
-    case 2: v = PT_REGS_PARM2(ctx); break;
-    case 3: v = PT_REGS_PARM3(ctx); break;
-    case 4: v = PT_REGS_PARM4(ctx); break;
-    case 5: v = PT_REGS_PARM5(ctx); break;
+    case 1: return PT_REGS_PARM1(ctx);
+    case 2: return PT_REGS_PARM2(ctx);
+    case 3: return PT_REGS_PARM3(ctx);
+    case 4: return PT_REGS_PARM4(ctx);
+    case 5: return PT_REGS_PARM5(ctx);
     default: return 0;
     }
+}
+
+static __always_inline u64 skb_arg(struct pt_regs *ctx, int pos, int deref)
+{
+    u64 v = reg_arg(ctx, pos);
     if (deref && v) {
         u64 inner = 0;
         bpf_probe_read_kernel(&inner, sizeof(inner), (void *)v);
@@ -305,15 +311,16 @@ static __always_inline void learn_sock(struct pt_regs *ctx)
 #endif
 
 // One entry and one return program per function id.
-#define P(id, arg, deref, stack)                                              \
+#define P(id, arg, deref, stack, aux)                                          \
     int skbpath_entry_##id(struct pt_regs *ctx)                               \
     {                                                                         \
         LEARN_SOCK(arg);                                                      \
-        return emit(ctx, id, KIND_ENTRY, skb_arg(ctx, arg, deref), stack);    \
+        return emit(ctx, id, KIND_ENTRY, skb_arg(ctx, arg, deref), stack,     \
+                    (u32)reg_arg(ctx, aux));                                  \
     }                                                                         \
     int skbpath_exit_##id(struct pt_regs *ctx)                                \
     {                                                                         \
-        return emit(ctx, id, KIND_EXIT, 0, 0);                                \
+        return emit(ctx, id, KIND_EXIT, 0, 0, 0);                             \
     }
 
 SKBPATH_PROBES

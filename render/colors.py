@@ -14,10 +14,11 @@ LAYER_COLORS: dict[str, str] = {
     "driver": "#9c755f",  # brown
     "softirq": "#ff9da7",  # pink
     "memory": "#bab0ac",  # warm grey
+    "drop": "#d62728",  # a call that drops the packet: a red no layer uses
     "?": "#d9d9d9",  # unknown: light grey
 }
 UNKNOWN = "?"
-DROP_COLOR = "#d62728"  # drops: a red no layer uses
+DROP_COLOR = LAYER_COLORS["drop"]
 HOT_COLOR = "#8b008b"  # highlighted hottest path: dark magenta, distinct from every layer
 TEXT_COLOR = "#000000"
 

@@ -130,7 +130,7 @@ def calltree_dot(
         out.append(f"    graph {_attrs({'label': label, 'style': 'dashed', 'color': '#aaaaaa'})};")
         for n in clusters[direction]:
             name = funcs.name_of(n.func)
-            layer = funcs.layer[n.func] if n.func < len(funcs.layer) else "?"
+            layer = funcs.colour[n.func] if n.func < len(funcs.colour) else "?"
             attrs = {
                 "label": f"{name}\ncalls {n.count:,}\n{_stats_line(n)}",
                 "fillcolor": layer_color(layer),

@@ -233,7 +233,7 @@ def calltree_flamegraph(
     """
     stacks = stack_data(tree, weight)
     funcs = tree.funcs
-    layers = {funcs.name_of(f.id): funcs.layer[f.id] for f in funcs.funcs}
+    layers = {funcs.name_of(f.id): funcs.colour[f.id] for f in funcs.funcs}
     unit = "ns" if weight == "time" else "calls"
     return flamegraph_svg(
         stacks,

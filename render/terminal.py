@@ -67,13 +67,19 @@ def calltree_view(
     return top
 
 
-def function_table(tree: CallTree) -> Table:
-    """Functions by total inclusive time: calls, total, self, mean, p50, p99."""
+def function_table(tree: CallTree, sources: dict[str, str] | None = None) -> Table:
+    """Functions by total inclusive time: calls, total, self, mean, p50, p99.
+
+    ``sources`` (function name -> "file:line") adds a source column; without
+    it the table is unchanged.
+    """
     table = Table(title="functions by total time", title_justify="left")
     table.add_column("function")
     table.add_column("layer")
     for col in ("calls", "total", "self", "mean", "p50", "p99"):
         table.add_column(col, justify="right")
+    if sources is not None:
+        table.add_column("source", style="dim")
     rows = []
     for func, calls in tree.count_by_func.items():
         h = tree.by_func.get(func)
@@ -91,11 +97,13 @@ def function_table(tree: CallTree) -> Table:
             ]
         else:
             times = ["-"] * 5  # only calls whose return was lost
+        extra = [sources.get(name, "")] if sources is not None else []
         table.add_row(
             Text(name, style=_layer_style(layer)),
             Text(layer, style=layer_color(layer)),
             f"{calls:,}",
             *times,
+            *extra,
         )
     return table
 

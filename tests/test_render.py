@@ -447,7 +447,8 @@ def test_layer_colors() -> None:
     colors = [layer_color(x) for x in layers]
     assert all(re.fullmatch(r"#[0-9a-f]{6}", c) for c in colors + [DROP_COLOR, HOT_COLOR])
     assert len(set(colors + [DROP_COLOR, HOT_COLOR])) == len(layers) + 2
-    assert set(LAYER_COLORS) == set(layers)
+    assert set(LAYER_COLORS) == set(layers) | {"drop"}
+    assert layer_color("drop") == DROP_COLOR
     assert layer_color("no-such-layer") == layer_color("?")
     red, green, blue = (int(DROP_COLOR[i : i + 2], 16) for i in (1, 3, 5))
     assert red > 180 and green < 80 and blue < 80

@@ -41,9 +41,10 @@ def _comm_words(comm: str) -> tuple[int, int]:
 
 
 def probe_list(funcs: FuncTable) -> str:
-    """The X-macro list: ``P(id, skb argument, deref, stack)`` per function."""
+    """The X-macro list: ``P(id, skb argument, deref, stack, aux argument)`` per function."""
     return " ".join(
-        f"P({f.id},{f.skb_arg},{int(f.skb_deref)},{int(f.stack)})" for f in funcs.funcs
+        f"P({f.id},{f.skb_arg},{int(f.skb_deref)},{int(f.stack)},{f.aux_arg})"
+        for f in funcs.funcs
     )
 
 

@@ -65,7 +65,47 @@ def main() -> None:
       skbpath lab -o lab.skbtrace
       skbpath replay tcp.skbtrace
       skbpath render tcp.skbtrace -o out/
+      skbpath explain ip_finish_output2
     """
+
+
+# ---------------------------------------------------------------- sources
+def _source_options(fn: F) -> F:
+    """--vmlinux and --module-debug: map functions and stack frames to file:line."""
+    fn = click.option("--module-debug", "module_debug", multiple=True, metavar="KO",
+                      help="A module with debug info (.ko) for its frames (repeatable).")(fn)
+    return click.option("--vmlinux", metavar="PATH",
+                        help="vmlinux with DWARF: adds file:line to the trace and output "
+                             "(e.g. /usr/lib/debug/boot/vmlinux-$(uname -r)).")(fn)
+
+
+def _trace_sources(trace_file: str, contents: Any, vmlinux: str | None,
+                   module_debug: tuple[str, ...]) -> dict[str, str]:
+    """function -> "file:line"; with --vmlinux, first maps the trace and appends SOURCES."""
+    from .dwarf import source_details, trace_sources
+
+    if vmlinux or module_debug:
+        frames = [f for stack in contents.stacks.values() for f in stack]
+        found = trace_sources(contents.header.get("functions", []), frames, vmlinux,
+                              module_debug)
+        for part, entries in found.items():
+            contents.sources.setdefault(part, {}).update(entries)
+        from .tracefile import append_sources
+
+        try:
+            # Stored in the trace, so later renders need no vmlinux.
+            append_sources(trace_file, found)
+        except SkbpathError as exc:
+            _warn(f"source lines not saved: {exc}")
+    return source_details(contents.sources)
+
+
+def _with_sources(details: dict[str, str], sources: dict[str, str]) -> dict[str, str]:
+    """Tooltip text: the atlas note and file:line, joined."""
+    out = dict(details)
+    for name, where in sources.items():
+        out[name] = f"{out[name]} · {where}" if out.get(name) else where
+    return out
 
 
 # ---------------------------------------------------------------- trace
@@ -114,6 +154,18 @@ def _resolve(iface: str | None) -> tuple[Any, Any]:
     return kernel, resolve(load_catalog(), kernel, driver_funcs if ifaces else None)
 
 
+def _drop_reasons(kernel: Any) -> dict[int, str]:
+    from .btf import Btf, BtfError
+    from .drops import drop_reason_names
+
+    if not kernel.has_btf:
+        return {}
+    try:
+        return drop_reason_names(Btf.load("/sys/kernel/btf/vmlinux"))
+    except (OSError, BtfError):
+        return {}
+
+
 def _ifindex(iface: str) -> int:
     try:
         with open(f"/sys/class/net/{iface}/ifindex") as fh:
@@ -136,6 +188,7 @@ def _ifindex(iface: str) -> int:
 @click.option("--list-probes", is_flag=True, help="Print how the catalog resolved, then exit.")
 @click.option("--ready-file", hidden=True, help="Written once probes are attached (lab use).")
 @click.option("--recorded-with", hidden=True, help="How the traffic was made (lab use).")
+@_source_options
 def trace(
     output: str,
     duration: float | None,
@@ -149,6 +202,8 @@ def trace(
     list_probes: bool,
     ready_file: str | None,
     recorded_with: str | None,
+    vmlinux: str | None,
+    module_debug: tuple[str, ...],
 ) -> None:
     """Trace packets live with kprobes (needs root, bcc, kprobes and kernel headers).
 
@@ -188,7 +243,7 @@ def trace(
     err.print(f"skbpath: {len(resolution.funcs)} functions resolved, "
               f"{len(resolution.skipped)} skipped (see --list-probes)")
     opts = TraceOptions(output=output, duration=duration, filters=filters, ready_file=ready_file,
-                        recorded_with=recorded_with)
+                        recorded_with=recorded_with, drop_reasons=_drop_reasons(kernel))
 
     def progress(events: int, lost: int, elapsed: float) -> None:
         err.print(f"  {elapsed:6.1f} s  {events:>10,d} events  {lost:>8,d} lost", highlight=False)
@@ -205,6 +260,11 @@ def trace(
         err.print("skbpath: LOST " + ", ".join(f"{k}={v:,d}" for k, v in sorted(lost.items())))
     for name, reason in result.skipped[len(resolution.skipped):]:
         err.print(f"skbpath: {name}: {reason}")
+    if vmlinux or module_debug:
+        from .tracefile import TraceReader
+
+        mapped = _trace_sources(output, TraceReader(output).read_all(), vmlinux, module_debug)
+        err.print(f"skbpath: source lines for {len(mapped)} functions added to {output}")
 
 
 # ---------------------------------------------------------------- lab
@@ -252,14 +312,21 @@ def lab(output: str, traffic: str, kernel: str | None, trace_opts: tuple[str, ..
 @click.option("--events", "with_events", is_flag=True,
               help="With --json, print the raw events too.")
 @click.option("--max-depth", type=int, help="Limit the depth of the call tree.")
+@click.option("--drops", is_flag=True, help="List dropped packets by reason and by dropper.")
+@_source_options
+@click.option("--explain", is_flag=True,
+              help="Follow each function in the call tree with its atlas summary.")
 def replay(trace_file: str, skb_id: int | None, as_json: bool, with_events: bool,
-           max_depth: int | None) -> None:
+           max_depth: int | None, drops: bool, vmlinux: str | None,
+           module_debug: tuple[str, ...], explain: bool) -> None:
     """Replay a trace offline: call tree, function table, journeys.
 
     \b
     Examples:
       skbpath replay sample_traces/tcp_bulk.skbtrace
       skbpath replay tcp.skbtrace --skb 12
+      skbpath replay tcp.skbtrace --explain --max-depth 6
+      skbpath replay closed-port.skbtrace --drops
       skbpath replay tcp.skbtrace --json | jq 'select(.path=="TX") | .duration_ns'
     """
     from .replay import replay as run_replay
@@ -270,6 +337,7 @@ def replay(trace_file: str, skb_id: int | None, as_json: bool, with_events: bool
     from render.terminal import calltree_view, function_table, journey_timeline
 
     rep = run_replay(trace_file, keep_journeys=True)
+    sources = _trace_sources(trace_file, rep.contents, vmlinux, module_debug)
     out = _stdout()
     if skb_id is not None:
         match = [j for j in rep.model.journey_list if j.id == skb_id]
@@ -278,11 +346,38 @@ def replay(trace_file: str, skb_id: int | None, as_json: bool, with_events: bool
                                f"(it has {len(rep.model.journey_list)})")
         out.print(journey_timeline(match[0]))
         return
+    if drops:
+        _print_drops(out, rep)
+        return
     _print_info(out, rep.path, rep.contents, rep.model.summary())
-    out.print(calltree_view(rep.model.calltree, max_depth=max_depth))
-    out.print(function_table(rep.model.calltree))
+    notes: dict[str, str] | None = None
+    if explain:
+        from .atlas import atlas_details
+
+        notes = atlas_details(rep.model.calltree.funcs)
+    out.print(calltree_view(rep.model.calltree, explain=notes, max_depth=max_depth))
+    out.print(function_table(rep.model.calltree, sources=sources or None))
     if rep.contents.truncated:
         _warn(rep.contents.truncated)
+
+
+def _print_drops(out: Console, rep: Any) -> None:
+    from rich.table import Table
+
+    from .drops import drop_report
+
+    names = {int(k): v for k, v in (rep.contents.header.get("drop_reasons") or {}).items()}
+    rows = drop_report(rep.model.drops, names, rep.contents.stacks)
+    if not rep.model.drops.enabled:
+        out.print("this trace has no drop probe (kfree_skb_reason was not traced)")
+        return
+    table = Table(title=f"drops: {sum(r.count for r in rows):,d}")
+    table.add_column("reason")
+    table.add_column("dropped by")
+    table.add_column("count", justify="right")
+    for r in rows:
+        table.add_row(r.reason, r.function, f"{r.count:,d}")
+    out.print(table)
 
 
 def _replay_json(trace_file: str, with_events: bool) -> None:
@@ -326,7 +421,9 @@ def _replay_json(trace_file: str, with_events: bool) -> None:
               show_default=True, help="svg: calltree.svg and flamegraph.svg.")
 @click.option("--weight", type=click.Choice(["time", "count"]), default="time",
               show_default=True, help="Flame graph and folded widths: time or calls.")
-def render(trace_file: str, output: str, fmt: str, weight: str) -> None:
+@_source_options
+def render(trace_file: str, output: str, fmt: str, weight: str, vmlinux: str | None,
+           module_debug: tuple[str, ...]) -> None:
     """Render a trace to a call tree and a flame graph (no root, no bcc).
 
     \b
@@ -339,16 +436,21 @@ def render(trace_file: str, output: str, fmt: str, weight: str) -> None:
     from render.flamegraph import calltree_flamegraph
     from render.folded import folded_stacks
 
+    from .atlas import atlas_details
     from .replay import replay as run_replay
 
     rep = run_replay(trace_file, keep_journeys=False)
     tree = rep.model.calltree
     title = f"skbpath: {os.path.basename(trace_file)} ({rep.contents.header.get('kernel', '?')})"
+    # Tooltips explain each function from the atlas.
+    details = atlas_details(tree.funcs)
+    details = _with_sources(details, _trace_sources(trace_file, rep.contents, vmlinux,
+                                                    module_debug))
     if output == "-":
         if fmt == "folded":
             click.echo("\n".join(folded_stacks(tree, weight=weight)))
         elif fmt == "dot":
-            click.echo(calltree_dot(tree, title=title))
+            click.echo(calltree_dot(tree, title=title, details=details))
         else:
             raise SkbpathError("-o - writes one stream: use --format folded or dot")
         return
@@ -360,10 +462,11 @@ def render(trace_file: str, output: str, fmt: str, weight: str) -> None:
     if fmt == "folded":
         files["stacks.folded"] = "\n".join(folded_stacks(tree, weight=weight)) + "\n"
     elif fmt == "dot":
-        files["calltree.dot"] = calltree_dot(tree, title=title)
+        files["calltree.dot"] = calltree_dot(tree, title=title, details=details)
     else:
-        files["calltree.svg"] = dot_to_svg(calltree_dot(tree, title=title))
-        files["flamegraph.svg"] = calltree_flamegraph(tree, weight=weight, title=title)
+        files["calltree.svg"] = dot_to_svg(calltree_dot(tree, title=title, details=details))
+        files["flamegraph.svg"] = calltree_flamegraph(tree, weight=weight, title=title,
+                                                      details=details)
     from .live import chown_to_invoker
 
     for name, text in sorted(files.items()):
@@ -396,6 +499,13 @@ def _print_info(out: Console, path: str, contents: Any, summary: dict[str, int] 
         out.print("  [yellow]no end record: the tracer did not stop cleanly[/yellow]")
     if contents.truncated:
         out.print(f"  [yellow]{contents.truncated}[/yellow]")
+    functions = (getattr(contents, "sources", None) or {}).get("functions") or {}
+    if functions:
+        frames = contents.sources.get("frames") or {}
+        out.print(f"  source lines: {len(functions)} functions, {len(frames)} stack frames")
+        if summary is None:  # replay shows them in its function table instead
+            for name, loc in sorted(functions.items()):
+                out.print(f"    {name:34s} {loc.get('file')}:{loc.get('line')}")
     if summary:
         out.print("  model: " + ", ".join(f"{k}={v:,d}" for k, v in summary.items()))
 
@@ -422,6 +532,61 @@ def info(trace_file: str, skipped: bool) -> None:
             out.print(f"  - {s.get('name')}: {s.get('reason')}")
     if contents.truncated:
         _warn(contents.truncated)
+
+
+# ---------------------------------------------------------------- explain
+@main.command()
+@click.argument("funcs", metavar="FUNC...", nargs=-1)
+@click.option("--all", "show_all", is_flag=True, help="List every atlas entry, by name.")
+def explain(funcs: tuple[str, ...], show_all: bool) -> None:
+    """Explain kernel functions: layer, source file and what they do (from the atlas).
+
+    Stack frames work too: clone suffixes, offsets and modules are ignored.
+
+    \b
+    Examples:
+      skbpath explain ip_finish_output2
+      skbpath explain tcp_sendmsg tcp_write_xmit sendto
+      skbpath explain 'napi_gro_complete.constprop.0+0x145 [kernel]'
+      skbpath explain --all | grep net/ipv4/tcp
+    """
+    import difflib
+
+    from .atlas import base_name, load_atlas, lookup
+
+    atlas = load_atlas()
+    if show_all and funcs:
+        raise click.UsageError("give function names or --all, not both")
+    if not show_all and not funcs:
+        raise click.UsageError("give one or more function names, or --all")
+    if show_all:
+        entries = [atlas[n] for n in sorted(atlas)]
+        wn = max(len(e.name) for e in entries)
+        wf = max(len(e.file) for e in entries)
+        for e in entries:
+            click.echo(f"{e.name:<{wn}}  {e.layer:<9}  {e.file:<{wf}}  {e.summary}")
+        return
+    unknown = [f for f in funcs if lookup(f) is None]
+    if unknown:
+        # Close names in a fixed order, so the hint is the same every run.
+        near: list[str] = []
+        for name in unknown:
+            for m in difflib.get_close_matches(base_name(name), sorted(atlas), n=3, cutoff=0.6):
+                if m not in near:
+                    near.append(m)
+        hint = (", ".join(near) + " or " if near else "") + "'skbpath explain --all'"
+        raise SkbpathError(f"{', '.join(unknown)} not in the atlas "
+                           f"({len(atlas)} entries); try {hint}")
+    for i, name in enumerate(funcs):
+        entry = lookup(name)
+        assert entry is not None  # checked above
+        if i:
+            click.echo("")
+        shown = entry.name if base_name(name) == name else f"{entry.name}  (from {name})"
+        click.echo(shown)
+        click.echo(f"  layer    {entry.layer}")
+        click.echo(f"  file     {entry.file}")
+        click.echo(f"  summary  {entry.summary}")
 
 
 if __name__ == "__main__":

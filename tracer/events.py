@@ -13,7 +13,7 @@ ENTRY = 0
 EXIT = 1
 FLAG_MATCHED = 1
 
-# ts, skb, tid, tgid, func, kind, flags, cpu, pad, stack_id, pad2
+# ts, skb, tid, tgid, func, kind, flags, cpu, pad, stack_id, aux
 EVENT_STRUCT = struct.Struct("<QQIIHBBHHiI")
 EVENT_SIZE = EVENT_STRUCT.size
 assert EVENT_SIZE == 40
@@ -32,7 +32,7 @@ class Event(NamedTuple):
     cpu: int
     pad: int = 0
     stack_id: int = -1
-    pad2: int = 0
+    aux: int = 0  # an integer argument, e.g. kfree_skb_reason's drop reason
 
 
 def pack_events(events: list[Event] | list[tuple[int, ...]]) -> bytes:

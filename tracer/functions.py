@@ -23,6 +23,8 @@ class FuncInfo:
     stack: bool = False
     context: bool = False
     frees: bool = False
+    drop: bool = False
+    aux_arg: int = 0
     driver: str = ""
     symbols: tuple[str, ...] = field(default_factory=tuple)
 
@@ -53,9 +55,12 @@ class FuncTable:
         # touching dataclass attributes per event.
         self.is_context = [bool(f and f.context) for f in self.by_id]
         self.frees = [bool(f and f.frees) for f in self.by_id]
+        self.drops = [bool(f and f.drop) for f in self.by_id]
         self.path = [f.path if f else "?" for f in self.by_id]
         self.name = [f.name if f else f"func#{i}" for i, f in enumerate(self.by_id)]
         self.layer = [f.layer if f else "?" for f in self.by_id]
+        # What renderers colour by: the layer, except that drops stand out.
+        self.colour = [("drop" if f.drop else f.layer) if f else "?" for f in self.by_id]
 
     def __len__(self) -> int:
         return len(self.funcs)

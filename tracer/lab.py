@@ -28,6 +28,8 @@ PRESETS = {
     "bulk": "iperf3 -c $PEER -n 16M -l 64K",
     # TCP request/response: 200 exchanges of 100 bytes on one connection.
     "rr": '"$SKBPATH_PY" -m tracer.rr client $PEER 200',
+    # TCP and UDP to a closed port: drops with reason NO_SOCKET at the peer.
+    "closed": '"$SKBPATH_PY" -m tracer.rr closed $PEER 5',
 }
 QEMU_NICS = (
     "-netdev hubport,id=p0,hubid=0 -device e1000,netdev=p0 "

@@ -66,6 +66,7 @@ class TraceOptions:
     filters: Filters = field(default_factory=Filters)
     ready_file: str | None = None
     recorded_with: str | None = None
+    drop_reasons: dict[int, str] = field(default_factory=dict)
     journey_timeout_ns: int = 5_000_000_000
     batch_seconds: float = 0.2
 
@@ -144,6 +145,8 @@ def trace_header(
         "journey_timeout_ns": opts.journey_timeout_ns,
         "cflags": cflags,
         "recorded_with": opts.recorded_with,
+        # Names of kfree_skb_reason's codes, from this kernel's BTF.
+        "drop_reasons": {str(k): v for k, v in sorted(opts.drop_reasons.items())},
     }
 
 

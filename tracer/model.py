@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .calltree import CallTree
+from .drops import DropCounter
 from .functions import FuncTable
 from .journeys import Journey, JourneyBuilder
 from .pairing import Call, Pairer, PairingListener
@@ -33,6 +34,7 @@ class Step:
     tid: int
     stack_id: int
     lost: bool
+    aux: int = 0
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,7 @@ class JourneyView:
                     "cpu": s.cpu,
                     "tid": s.tid,
                     "stack_id": s.stack_id if s.stack_id >= 0 else None,
+                    "aux": s.aux,
                 }
                 for s in self.steps
             ],
@@ -118,6 +121,7 @@ def view_journey(j: Journey, funcs: FuncTable) -> JourneyView:
                 tid=c.tid,
                 stack_id=c.stack_id,
                 lost=c.lost,
+                aux=c.aux,
             )
         )
     return JourneyView(j.id, j.path.upper(), j.end, tuple(j.skbs), j.trigger, tuple(steps))
@@ -149,6 +153,7 @@ class Model:
     ) -> None:
         self.funcs = funcs
         self.calltree = CallTree(funcs, require_match=require_match)
+        self.drops = DropCounter(funcs)
         self.journey_list: list[JourneyView] = []
         self._keep = keep_journeys
         self._on_journey = on_journey
@@ -171,6 +176,7 @@ class Model:
 
     def _on_root(self, call: Call) -> None:
         self.calltree.add_root(call)
+        self.drops.add_root(call)
         if self._on_root_cb is not None:
             self._on_root_cb(call)
 

@@ -46,6 +46,7 @@ class Call:
         "child_time",
         "journeys",
         "lost",
+        "aux",
     )
 
     def __init__(
@@ -78,6 +79,8 @@ class Call:
         # True when the return was never seen (closed by an ancestor's return
         # or by the end of the trace).
         self.lost = False
+        # The integer argument the catalog asked for (a drop reason), or 0.
+        self.aux = 0
 
     @property
     def inclusive(self) -> int | None:
@@ -154,7 +157,7 @@ class Pairer:
         closed = 0  # calls closed inline below; _close counts its own
         ts = self.last_ts
         try:
-            for ts, skb, tid, tgid, func, kind, flags, cpu, _p, stack_id, _p2 in events:
+            for ts, skb, tid, tgid, func, kind, flags, cpu, _p, stack_id, aux in events:
                 n += 1
                 key = tid if tid else -1 - cpu
                 st = stacks.get(key)
@@ -176,6 +179,8 @@ class Pairer:
                     )
                     if ctx_root:
                         call.interrupted = top
+                    if aux:
+                        call.aux = aux
                     st.append(call)
                     on_entry(call)
                 elif not st:

@@ -72,6 +72,8 @@ def _info(spec: ProbeSpec, func_id: int, name: str, symbols: list[str]) -> FuncI
         stack=spec.stack,
         context=spec.context,
         frees=spec.frees,
+        drop=spec.drop,
+        aux_arg=spec.aux_arg,
         driver=spec.driver,
         symbols=tuple(symbols),
     )

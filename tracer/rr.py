@@ -1,4 +1,8 @@
-"""A TCP request/response load for the lab: ``python -m tracer.rr server|client``.
+"""Lab traffic: ``python -m tracer.rr server|client|closed``.
+
+``server``/``client`` make a TCP request/response load; ``closed`` sends to
+closed ports, so the peer drops packets with a reason (TCP answers RST, UDP
+an ICMP port unreachable).
 
 Each exchange sends a 100-byte request and waits for a 100-byte response on
 one connection, so every packet's journey is short and easy to read.
@@ -44,14 +48,34 @@ def client(addr: str, count: int) -> None:
     print(f"rr: {count} exchanges done")
 
 
+CLOSED_PORT = 9  # discard: nothing listens on it in the lab
+
+
+def closed(addr: str, count: int) -> None:
+    """Try ``count`` TCP connects and UDP datagrams to a closed port on ``addr``."""
+    refused = 0
+    for _ in range(count):
+        try:
+            socket.create_connection((addr, CLOSED_PORT), timeout=5).close()
+        except ConnectionRefusedError:
+            refused += 1
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.sendto(b"x" * 32, (addr, CLOSED_PORT))
+    print(f"closed: {refused}/{count} TCP connects refused, {count} UDP datagrams sent")
+
+
 def main(argv: list[str]) -> None:
     """Entry point: ``server ADDR`` or ``client ADDR COUNT``."""
     if len(argv) >= 2 and argv[0] == "server":
         serve(argv[1])
     elif len(argv) >= 3 and argv[0] == "client":
         client(argv[1], int(argv[2]))
+    elif len(argv) >= 3 and argv[0] == "closed":
+        closed(argv[1], int(argv[2]))
     else:
-        raise SystemExit("usage: python -m tracer.rr server ADDR | client ADDR COUNT")
+        raise SystemExit(
+            "usage: python -m tracer.rr server ADDR | client ADDR COUNT | closed ADDR COUNT"
+        )
 
 
 if __name__ == "__main__":

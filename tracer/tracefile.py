@@ -15,6 +15,10 @@ Record types:
     TASKS   JSON  {"tasks": {tgid: comm}}
     STATS   JSON  lost-event counts so far; the last one wins
     END     JSON  written on a clean stop: final counts and duration
+    SOURCES JSON  source lines from DWARF (``--vmlinux``), appended after the
+                  fact: {"functions": {name: {"file", "line", "layer"}},
+                  "frames": {frame: [[function, file, line, inlined], ...]}};
+                  records merge, later ones win
 
 Everything is written as it happens, so a killed tracer leaves a file that
 reads up to its last whole record; the reader reports the cut.  JSON and
@@ -47,8 +51,9 @@ STACKS = 3
 TASKS = 4
 STATS = 5
 END = 6
+SOURCES = 7
 RECORD_NAMES = {HEADER: "header", EVENTS: "events", STACKS: "stacks", TASKS: "tasks",
-                STATS: "stats", END: "end"}
+                STATS: "stats", END: "end", SOURCES: "sources"}
 FLAG_ZLIB = 1
 
 
@@ -104,6 +109,8 @@ class TraceContents:
     tasks: dict[int, str] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
     end: dict[str, Any] | None = None
+    # {"functions": {...}, "frames": {...}} merged from SOURCES records.
+    sources: dict[str, Any] = field(default_factory=dict)
     events: int = 0
     records: int = 0
     truncated: str | None = None
@@ -227,6 +234,10 @@ class TraceReader:
                 c.stats = self._json(payload)
             elif rtype == END:
                 c.end = self._json(payload)
+            elif rtype == SOURCES:
+                for part, entries in self._json(payload).items():
+                    if isinstance(entries, dict):
+                        c.sources.setdefault(part, {}).update(entries)
             elif rtype == HEADER:
                 self._cut(self.pos, "a second header")
                 return
@@ -236,3 +247,21 @@ class TraceReader:
         for _batch in self.event_batches():
             pass  # events are counted from the record length; no need to decode
         return self.contents
+
+
+def append_sources(path: str, sources: dict[str, Any]) -> None:
+    """Append a SOURCES record to the trace at ``path``.
+
+    The format is append-only, so the record goes at the end; the file must
+    read as a whole trace first (a cut tail would hide the new record).
+    """
+    reader = TraceReader(path)
+    reader.read_all()
+    if reader.contents.truncated:
+        raise TraceFormatError(f"{path}: cannot add source lines: {reader.contents.truncated}")
+    payload = json.dumps(sources, sort_keys=True, separators=(",", ":")).encode()
+    try:
+        with open(path, "ab") as fh:
+            fh.write(_RECORD.pack(SOURCES, 0, 0, len(payload), zlib.crc32(payload)) + payload)
+    except OSError as exc:
+        raise TraceFormatError(f"{path}: cannot add source lines ({exc.strerror})") from exc

@@ -1,0 +1,742 @@
+"""Source lines for kernel functions and stack frames, from DWARF (pyelftools).
+
+:class:`SourceMap` opens an ELF with debug info (a vmlinux, a module ``.ko``
+built with debug info, or any ``gcc -g`` binary) and answers three questions:
+
+* where is a function defined (``function_line``: DW_AT_decl_file/line),
+* which source line, and which chain of inlined calls, an address is in
+  (``address_lines``: the line table plus DW_TAG_inlined_subroutine DIEs),
+* what a kernel stack frame such as ``tcp_v4_rcv+0xdb6 [kernel]`` points at
+  (``frame_lines``).
+
+A vmlinux has thousands of compile units and hundreds of MB of DWARF, so no
+query walks all CUs: an index of function symbol -> (address, size, CU
+offset), built once from .symtab and .debug_aranges, is cached on disk as
+JSON keyed by the ELF's build-id (or its size and mtime), and a query parses
+only the CU it needs, and in it only the top-level DIEs plus the one
+subprogram containing the address.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import hashlib
+import importlib
+import json
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from io import BytesIO
+from typing import IO, Any
+
+from .errors import SkbpathError
+
+INDEX_VERSION = 1
+
+# Data forms whose DW_AT_high_pc is an offset from DW_AT_low_pc (DWARF 4+).
+_OFFSET_FORMS = {"DW_FORM_data1", "DW_FORM_data2", "DW_FORM_data4", "DW_FORM_data8",
+                 "DW_FORM_udata", "DW_FORM_sdata", "DW_FORM_implicit_const"}
+_FRAME_RE = re.compile(
+    r"^\s*(?P<sym>[^\s+]+)\+0x(?P<off>[0-9a-fA-F]+)(?:/0x[0-9a-fA-F]+)?(?:\s+\[(?P<mod>[^\]]+)\])?\s*$"
+)
+# Sections the queries need; .debug_frame, .debug_loclists and .eh_frame are
+# big in a vmlinux and never used, so they are not read.
+_SECTIONS = {
+    "debug_info_sec": ".debug_info", "debug_aranges_sec": ".debug_aranges",
+    "debug_abbrev_sec": ".debug_abbrev", "debug_str_sec": ".debug_str",
+    "debug_ranges_sec": ".debug_ranges", "debug_line_sec": ".debug_line",
+    "debug_addr_sec": ".debug_addr", "debug_str_offsets_sec": ".debug_str_offsets",
+    "debug_line_str_sec": ".debug_line_str", "debug_rnglists_sec": ".debug_rnglists",
+}
+_UNUSED = ("debug_frame_sec", "eh_frame_sec", "debug_loc_sec", "debug_pubtypes_sec",
+           "debug_pubnames_sec", "debug_loclists_sec", "debug_sup_sec",
+           "gnu_debugaltlink_sec", "debug_types_sec")
+
+
+@dataclass(frozen=True)
+class SourceLoc:
+    """A source position: the function it is in, file (tree-relative where possible), line.
+
+    ``inlined`` is true when ``function`` was inlined into the next entry of
+    an :meth:`SourceMap.address_lines` chain.
+    """
+
+    function: str
+    file: str
+    line: int
+    inlined: bool = False
+
+    @property
+    def where(self) -> str:
+        """``file:line``."""
+        return f"{self.file}:{self.line}"
+
+
+def base_name(name: str) -> str:
+    """The C name of a symbol: GCC clone suffixes stripped (``foo.constprop.0`` -> ``foo``)."""
+    # C identifiers have no dots, so everything after the first one is a
+    # compiler suffix (.constprop.N, .isra.N, .part.N, .cold, .lto_priv.N).
+    return name.split(".", 1)[0]
+
+
+def parse_frame(frame: str) -> tuple[str, int, str | None] | None:
+    """``"sym+0x1f [mod]"`` -> (sym, 0x1f, mod), or None when it is not such a frame."""
+    m = _FRAME_RE.match(frame)
+    if not m:
+        return None
+    return m.group("sym"), int(m.group("off"), 16), m.group("mod")
+
+
+def _layer_from_path_fallback(path: str) -> str | None:
+    """The stack layer of a kernel source file (used when tracer.atlas is absent)."""
+    p = path.lstrip("./")
+    if p.startswith("net/ipv4/tcp") or p.startswith("net/ipv4/udp"):
+        return "transport"
+    if p.startswith("net/ipv4/ip_"):
+        return "network"
+    if p == "net/core/dev.c":
+        return "device"
+    if p.startswith("drivers/net/"):
+        return "driver"
+    if p.startswith("net/sched/"):
+        return "qdisc"
+    if p == "net/core/neighbour.c":
+        return "neighbour"
+    if p == "net/socket.c":
+        return "socket"
+    return None
+
+
+def layer_from_path(path: str) -> str | None:
+    """The stack layer of a source file: tracer.atlas's rules when present, else ours."""
+    try:
+        atlas = importlib.import_module("tracer.atlas")  # optional: may not exist
+    except ImportError:
+        return _layer_from_path_fallback(path)
+    fn = getattr(atlas, "layer_from_path", None)
+    if fn is None:
+        return _layer_from_path_fallback(path)
+    result = fn(path)
+    return result if isinstance(result, str) else None
+
+
+def default_cache_dir() -> str:
+    """``$XDG_CACHE_HOME/skbpath``, else ``~/.cache/skbpath``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "skbpath")
+
+
+class _CU:
+    """What the queries need from one compile unit, parsed once."""
+
+    def __init__(self, cu: Any, dwarf: Any) -> None:
+        self.cu = cu
+        self.top = cu.get_top_DIE()
+        comp_dir = _attr(self.top, "DW_AT_comp_dir")
+        self.comp_dir = _text(comp_dir) if comp_dir is not None else ""
+        self.lp = dwarf.line_program_for_CU(cu)
+        self.files: dict[int, str] = {}
+        self._seqs: list[tuple[int, int, list[int], list[int], list[int]]] | None = None
+        self._seq_starts: list[int] = []
+        self._decls: tuple[dict[int, SourceLoc], dict[str, SourceLoc]] | None = None
+
+    def declarations(self) -> tuple[dict[int, SourceLoc], dict[str, SourceLoc]]:
+        """Definitions of this CU's subprograms by entry address and by name.
+
+        One pass over the top-level DIEs (their subtrees are skipped through
+        DW_AT_sibling), shared by every function looked up in this CU.
+        """
+        if self._decls is None:
+            by_addr: dict[int, SourceLoc] = {}
+            by_name: dict[str, SourceLoc] = {}
+            for die in self.top.iter_children():
+                if die.tag != "DW_TAG_subprogram":
+                    continue
+                decl_file = _follow(die, "DW_AT_decl_file")
+                decl_line = _follow(die, "DW_AT_decl_line")
+                if decl_file is None or decl_line is None:
+                    continue
+                loc = SourceLoc(_die_name(die), self.file_name(decl_file), decl_line)
+                low = _attr(die, "DW_AT_low_pc")
+                if low is not None:
+                    by_addr.setdefault(low, loc)
+                by_name.setdefault(loc.function, loc)
+            self._decls = (by_addr, by_name)
+        return self._decls
+
+    def file_name(self, index: int) -> str:
+        """The file of a DW_AT_decl_file / call_file index, relative to the tree if possible."""
+        if index in self.files:
+            return self.files[index]
+        name = "?"
+        lp = self.lp
+        if lp is not None:
+            v5 = lp.header.version >= 5
+            entries = lp.header.file_entry
+            i = index if v5 else index - 1  # DWARF 5 counts files from 0, older from 1
+            if 0 <= i < len(entries):
+                entry = entries[i]
+                name = _text(entry.name)
+                dirs = lp.header.include_directory
+                d = entry.dir_index if v5 else entry.dir_index - 1
+                directory = _text(dirs[d]) if 0 <= d < len(dirs) else self.comp_dir
+                if not os.path.isabs(name) and directory:
+                    name = os.path.join(directory, name)
+                if not os.path.isabs(name) and self.comp_dir:
+                    name = os.path.join(self.comp_dir, name)
+                name = _relative(os.path.normpath(name), self.comp_dir)
+        self.files[index] = name
+        return name
+
+    def line_at(self, addr: int, within: tuple[int, int] | None = None) -> tuple[str, int] | None:
+        """(file, line) of the line-table row covering ``addr``.
+
+        ``within`` is the enclosing function's range: in a relocatable object
+        every section starts at 0, and the sequence must cover that range.
+        """
+        if self._seqs is None:
+            self._build_lines()
+        assert self._seqs is not None
+        i = bisect.bisect_right(self._seq_starts, addr) - 1
+        # Sequences may nest in a relocatable object (several sections at 0):
+        # look back for one that covers the address.
+        while i >= 0:
+            lo, hi, addrs, files, lines = self._seqs[i]
+            if lo <= addr < hi and (within is None or lo <= within[0] and within[1] <= hi):
+                j = bisect.bisect_right(addrs, addr) - 1
+                return self.file_name(files[j]), lines[j]
+            i -= 1
+        return None
+
+    def _build_lines(self) -> None:
+        seqs: list[tuple[int, int, list[int], list[int], list[int]]] = []
+        if self.lp is not None:
+            addrs: list[int] = []
+            files: list[int] = []
+            lines: list[int] = []
+            for entry in self.lp.get_entries():
+                st = entry.state
+                if st is None:
+                    continue
+                if st.end_sequence:
+                    if addrs:
+                        seqs.append((addrs[0], st.address, addrs, files, lines))
+                    addrs, files, lines = [], [], []
+                    continue
+                addrs.append(st.address)
+                files.append(st.file)
+                lines.append(st.line)
+        seqs.sort(key=lambda s: s[0])
+        self._seqs = seqs
+        self._seq_starts = [s[0] for s in seqs]
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _relative(path: str, comp_dir: str) -> str:
+    """``path`` relative to the build directory when under it; kernel trees are built there."""
+    if comp_dir:
+        prefix = os.path.normpath(comp_dir) + os.sep
+        if path.startswith(prefix):
+            return path[len(prefix):]
+    return path
+
+
+def _attr(die: Any, name: str) -> Any:
+    a = die.attributes.get(name)
+    return None if a is None else a.value
+
+
+def _origin(die: Any) -> Any:
+    """The DIE a concrete or out-of-line instance refers to, if any."""
+    for name in ("DW_AT_abstract_origin", "DW_AT_specification"):
+        if name in die.attributes:
+            try:
+                return die.get_DIE_from_attribute(name)
+            except Exception:  # noqa: BLE001 - a broken reference is just no origin
+                return None
+    return None
+
+
+def _follow(die: Any, name: str) -> Any:
+    """An attribute of the DIE or of its abstract origin / specification chain."""
+    seen = 0
+    while die is not None and seen < 8:
+        if name in die.attributes:
+            return die.attributes[name].value
+        die = _origin(die)
+        seen += 1
+    return None
+
+
+def _die_name(die: Any) -> str:
+    v = _follow(die, "DW_AT_name")
+    return _text(v) if v is not None else "?"
+
+
+class SourceMap:
+    """Function definitions and address lines of one ELF with DWARF.
+
+    Open with :meth:`open`; the index (function symbols and CU ranges) comes
+    from the disk cache when it is there.  ``index_built`` tells whether this
+    instance had to build it.
+    """
+
+    def __init__(self, path: str, fh: IO[bytes], elf: Any, index: dict[str, Any],
+                 index_built: bool, cache_file: str | None, dwarf: Any = None) -> None:
+        self.path = path
+        self._fh = fh
+        self._elf = elf
+        self.index_built = index_built
+        self.cache_file = cache_file
+        self._functions: dict[str, list[list[int]]] = index["functions"]
+        self._ranges = _RangeFinder(sorted(index["cu_ranges"]))
+        self._by_base: dict[str, list[str]] = {}
+        for name in self._functions:
+            b = base_name(name)
+            if b != name:
+                self._by_base.setdefault(b, []).append(name)
+        self._dwarf_info: Any = dwarf
+        self._cus: dict[int, _CU] = {}
+        self._func_cache: dict[str, SourceLoc | None] = {}
+        self._sym_sorted: list[tuple[int, int, str]] | None = None
+
+    # ------------------------------------------------------------ opening
+    @classmethod
+    def open(cls, path: str, cache_dir: str | None = None) -> SourceMap:
+        """Open ``path``; raises SkbpathError (one line) when it is missing or not usable."""
+        from elftools.common.exceptions import ELFError
+        from elftools.elf.elffile import ELFFile
+
+        if not os.path.exists(path):
+            raise SkbpathError(f"{path}: no such file")
+        if os.path.isdir(path):
+            raise SkbpathError(f"{path}: is a directory, not an ELF file")
+        try:
+            fh = open(path, "rb")  # noqa: SIM115 - kept open for lazy reads; see close()
+        except OSError as exc:
+            raise SkbpathError(f"{path}: cannot be read ({exc.strerror})") from exc
+        try:
+            if fh.read(4) != b"\x7fELF":
+                raise SkbpathError(f"{path}: not an ELF file")
+            fh.seek(0)
+            elf = ELFFile(fh)
+            if elf.get_section_by_name(".debug_info") is None:
+                raise SkbpathError(
+                    f"{path}: has no DWARF debug info (for a kernel, use the vmlinux of "
+                    "the -dbg package, e.g. /usr/lib/debug/boot/vmlinux-$(uname -r))"
+                )
+            key = _cache_key(path, elf)
+            cdir = cache_dir if cache_dir is not None else default_cache_dir()
+            cache_file = os.path.join(cdir, f"dwarf-{key}.json")
+            index = _load_index(cache_file, key)
+            dwarf = None
+            built = index is None
+            if index is None:
+                dwarf = _read_dwarf(elf, fh)
+                index = _build_index(elf, dwarf)
+                index["key"] = key
+                _save_index(cache_file, index)
+            return cls(path, fh, elf, index, built, cache_file, dwarf)
+        except SkbpathError:
+            fh.close()
+            raise
+        except (ELFError, OSError, ValueError, KeyError, IndexError) as exc:
+            fh.close()
+            raise SkbpathError(f"{path}: cannot read its ELF/DWARF data ({exc})") from exc
+
+    def close(self) -> None:
+        """Close the ELF file."""
+        self._fh.close()
+
+    def __enter__(self) -> SourceMap:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def _dwarf(self) -> Any:
+        if self._dwarf_info is None:
+            self._dwarf_info = _read_dwarf(self._elf, self._fh)
+        return self._dwarf_info
+
+    # ------------------------------------------------------------ lookups
+    def _cu_offset_at(self, addr: int) -> int | None:
+        return self._ranges.find(addr)
+
+    def _cu(self, offset: int) -> _CU:
+        cu = self._cus.get(offset)
+        if cu is None:
+            cu = _CU(self._dwarf.get_CU_at(offset), self._dwarf)
+            self._cus[offset] = cu
+        return cu
+
+    def symbol_address(self, name: str) -> int | None:
+        """The address of function symbol ``name`` in .symtab (the first, if several)."""
+        entries = self._functions.get(name)
+        return entries[0][0] if entries else None
+
+    def symbol_at(self, addr: int) -> str | None:
+        """The function symbol containing ``addr``."""
+        if self._sym_sorted is None:
+            self._sym_sorted = sorted((e[0], e[1], n) for n, es in self._functions.items()
+                                      for e in es)
+        i = bisect.bisect_right(self._sym_sorted, (addr, 1 << 64, "")) - 1
+        nearest = self._sym_sorted[i][2] if i >= 0 else None
+        for j in range(i, max(i - 8, -1), -1):
+            lo, size, name = self._sym_sorted[j]
+            if lo <= addr < lo + size:
+                return name
+        return nearest  # a sizeless (assembly) symbol: the closest one below
+
+    def function_line(self, name: str) -> SourceLoc | None:
+        """Where function ``name`` is defined (clone suffixes are stripped), or None."""
+        if name in self._func_cache:
+            return self._func_cache[name]
+        want = base_name(name)
+        entries = list(self._functions.get(name, []))
+        for full in [want, *self._by_base.get(want, [])]:
+            if full != name:
+                entries.extend(self._functions.get(full, []))
+        loc = None
+        for addr, _size, cu_off in entries:
+            if cu_off >= 0:
+                loc = self._decl_in_cu(cu_off, want, addr)
+                if loc is not None:
+                    break
+        self._func_cache[name] = loc
+        return loc
+
+    def _decl_in_cu(self, cu_off: int, want: str, addr: int) -> SourceLoc | None:
+        cu = self._cu(cu_off)
+        by_addr, by_name = cu.declarations()
+        if addr in by_addr:
+            return by_addr[addr]
+        return by_name.get(want)
+
+    def address_lines(self, addr: int, prefer: str | None = None) -> list[SourceLoc]:
+        """The line of ``addr`` and its inline chain, innermost first.
+
+        The first entry is the function whose code is at ``addr`` (inlined or
+        not) with the line-table line; each next one is its caller with the
+        call-site line, up to the real (out-of-line) function.  Empty when no
+        CU covers the address.  ``prefer`` names the function expected there,
+        for relocatable objects whose sections overlap at address 0.
+        """
+        cu_off = self._cu_offset_at(addr)
+        if cu_off is None:
+            return []
+        cu = self._cu(cu_off)
+        chain = self._inline_chain(cu, addr, prefer)
+        within = None
+        if chain and self._elf["e_type"] == "ET_REL":
+            within = next((r for r in _die_ranges(self._dwarf, cu.cu, chain[0])
+                           if r[0] <= addr < r[1]), None)
+        line = cu.line_at(addr, within)
+        if not chain:
+            if line is None:
+                return []
+            return [SourceLoc(self.symbol_at(addr) or "?", line[0], line[1])]
+        out: list[SourceLoc] = []
+        inner = chain[-1]
+        if line is not None:
+            out.append(SourceLoc(_die_name(inner), line[0], line[1], len(chain) > 1))
+        for k in range(len(chain) - 1, 0, -1):
+            callee, caller = chain[k], chain[k - 1]
+            cf = _attr(callee, "DW_AT_call_file")
+            cl = _attr(callee, "DW_AT_call_line")
+            out.append(SourceLoc(_die_name(caller), cu.file_name(cf) if cf is not None else "?",
+                                 cl or 0, k - 1 > 0))
+        return out
+
+    def _inline_chain(self, cu: _CU, addr: int, prefer: str | None = None) -> list[Any]:
+        """[subprogram, inlined_subroutine, ...] containing ``addr``, outermost first."""
+        dwarf = self._dwarf
+        found = [die for die in cu.top.iter_children()
+                 if die.tag == "DW_TAG_subprogram" and _contains(dwarf, cu.cu, die, addr)]
+        if not found:
+            return []
+        want = base_name(prefer) if prefer else None
+        node = next((d for d in found if _die_name(d) == want), found[0])
+        chain = [node]
+        while True:
+            inner = _find_inlined(dwarf, cu.cu, node, addr)
+            if inner is None:
+                return chain
+            chain.append(inner)
+            node = inner
+
+    def frame_lines(self, frame: str) -> list[SourceLoc]:
+        """Lines of a kernel stack frame like ``tcp_v4_rcv+0xdb6 [kernel]``.
+
+        The module tag is not checked: route frames to the right file first.
+        A frame's offset past 0 is a return address, so the byte before it
+        (the call) is looked up, as addr2line does.
+        """
+        parsed = parse_frame(frame)
+        if parsed is None:
+            return []
+        sym, off, _mod = parsed
+        base = self.symbol_address(sym)
+        if base is None:
+            return []
+        return self.address_lines(base + off - 1 if off else base, prefer=sym)
+
+
+def _read_dwarf(elf: Any, fh: IO[bytes]) -> Any:
+    """The DWARFInfo of ``elf``, reading only the sections the queries use."""
+    if elf["e_type"] == "ET_REL" or elf.has_section(".zdebug_info") or any(
+        (s := elf.get_section_by_name(n)) is not None and s["sh_flags"] & 0x800
+        for n in _SECTIONS.values()
+    ):
+        # A module object needs its relocations applied; compressed
+        # (SHF_COMPRESSED) sections need inflating: pyelftools does both.
+        return elf.get_dwarf_info(relocate_dwarf_sections=elf["e_type"] == "ET_REL",
+                                  follow_links=False)
+    # A linked image: its sections are final.  A vmlinux keeps millions of
+    # .rela.debug_* entries (--emit-relocs) that must NOT be applied again
+    # (pyelftools would take minutes), and .debug_frame/.debug_loclists are
+    # never needed, so the few useful sections are read directly.
+    from elftools.dwarf.dwarfinfo import DebugSectionDescriptor, DwarfConfig, DWARFInfo
+
+    secs: dict[str, Any] = {k: None for k in _UNUSED}
+    for arg, name in _SECTIONS.items():
+        sec = elf.get_section_by_name(name)
+        if sec is None:
+            secs[arg] = None
+            continue
+        fh.seek(sec["sh_offset"])
+        data = fh.read(sec["sh_size"])
+        secs[arg] = DebugSectionDescriptor(BytesIO(data), name, sec["sh_offset"],
+                                           len(data), sec["sh_addr"])
+    config = DwarfConfig(little_endian=elf.little_endian, machine_arch=elf.get_machine_arch(),
+                         default_address_size=elf.elfclass // 8)
+    return DWARFInfo(config=config, **secs)
+
+
+def _build_index(elf: Any, dwarf: Any) -> dict[str, Any]:
+    """Function symbols with (address, size, CU offset), and CU address ranges.
+
+    One pass over .symtab; each symbol's CU comes from .debug_aranges by
+    bisection, so no CU is parsed (except without aranges, see below).
+    """
+    from elftools.elf.sections import SymbolTableSection
+
+    ranges: list[list[int]] = []
+    aranges = dwarf.get_aranges() if dwarf.debug_aranges_sec is not None else None
+    if aranges is not None:
+        ranges = [[e.begin_addr, e.begin_addr + e.length, e.info_offset]
+                  for e in aranges.entries if e.length]
+    else:
+        # No .debug_aranges: the top DIE of each CU gives its ranges.  This
+        # reads every CU header once, only while building the index.
+        for cu in dwarf.iter_CUs():
+            for lo, hi in _die_ranges(dwarf, cu, cu.get_top_DIE()):
+                ranges.append([lo, hi, cu.cu_offset])
+    ranges.sort()
+    finder = _RangeFinder(ranges)
+    functions: dict[str, list[list[int]]] = {}
+    symtab = elf.get_section_by_name(".symtab")
+    if isinstance(symtab, SymbolTableSection):
+        exec_sections = {i for i, sec in enumerate(elf.iter_sections())
+                         if sec["sh_flags"] & 0x4}  # SHF_EXECINSTR
+        for sym in symtab.iter_symbols():
+            st = sym.entry
+            shndx = st["st_shndx"]
+            if not sym.name or not isinstance(shndx, int) or shndx not in exec_sections:
+                continue
+            if st["st_info"]["type"] not in ("STT_FUNC", "STT_NOTYPE"):
+                continue
+            addr = st["st_value"]
+            cu = finder.find(addr)
+            functions.setdefault(sym.name, []).append(
+                [addr, st["st_size"], -1 if cu is None else cu])
+    return {"version": INDEX_VERSION, "functions": functions, "cu_ranges": ranges}
+
+
+class _RangeFinder:
+    """Address -> CU offset over sorted [lo, hi, cu] ranges."""
+
+    def __init__(self, ranges: list[list[int]]) -> None:
+        self.ranges = ranges
+        self.lows = [r[0] for r in ranges]
+
+    def find(self, addr: int) -> int | None:
+        i = bisect.bisect_right(self.lows, addr) - 1
+        # Ranges only overlap in a relocatable object (its sections all start
+        # at 0); a short look back finds the enclosing one there.
+        for j in range(i, max(i - 32, -1), -1):
+            lo, hi, cu = self.ranges[j]
+            if lo <= addr < hi:
+                return cu
+        return None
+
+
+def _die_ranges(dwarf: Any, cu: Any, die: Any) -> list[tuple[int, int]]:
+    """The [lo, hi) address ranges of a DIE (low/high pc or DW_AT_ranges)."""
+    attrs = die.attributes
+    if "DW_AT_low_pc" in attrs and "DW_AT_high_pc" in attrs:
+        lo = attrs["DW_AT_low_pc"].value
+        hi_attr = attrs["DW_AT_high_pc"]
+        hi = lo + hi_attr.value if hi_attr.form in _OFFSET_FORMS else hi_attr.value
+        return [(lo, hi)]
+    if "DW_AT_ranges" in attrs:
+        rl = dwarf.range_lists()
+        if rl is None:
+            return []
+        ra = attrs["DW_AT_ranges"]
+        offset = ra.value
+        if ra.form == "DW_FORM_rnglistx":
+            # An index into the CU's offset table (DWARF 5, split units).
+            base = _attr(cu.get_top_DIE(), "DW_AT_rnglists_base") or 0
+            offset = base + _rnglist_offset(dwarf, cu, base, ra.value)
+        try:
+            entries = rl.get_range_list_at_offset(offset, cu=cu)
+        except Exception:  # noqa: BLE001 - unreadable range list: no ranges
+            return []
+        base_addr = _attr(cu.get_top_DIE(), "DW_AT_low_pc") or 0
+        out = []
+        for e in entries:
+            if hasattr(e, "base_address"):
+                base_addr = e.base_address
+            elif e.is_absolute:
+                out.append((e.begin_offset, e.end_offset))
+            else:
+                out.append((base_addr + e.begin_offset, base_addr + e.end_offset))
+        return out
+    return []
+
+
+def _rnglist_offset(dwarf: Any, cu: Any, base: int, index: int) -> int:
+    size = 8 if cu.dwarf_format() == 64 else 4
+    stream = dwarf.debug_rnglists_sec.stream
+    stream.seek(base + index * size)
+    return int.from_bytes(stream.read(size), "little" if dwarf.config.little_endian else "big")
+
+
+def _contains(dwarf: Any, cu: Any, die: Any, addr: int) -> bool:
+    return any(lo <= addr < hi for lo, hi in _die_ranges(dwarf, cu, die))
+
+
+def _find_inlined(dwarf: Any, cu: Any, node: Any, addr: int) -> Any:
+    """The outermost inlined_subroutine under ``node`` (through lexical blocks) at ``addr``."""
+    work = list(node.iter_children())
+    while work:
+        die = work.pop(0)
+        if die.tag == "DW_TAG_inlined_subroutine":
+            if _contains(dwarf, cu, die, addr):
+                return die
+        elif die.tag == "DW_TAG_lexical_block" and die.has_children:
+            # A block without pc ranges can still hold inlined calls.
+            rng = _die_ranges(dwarf, cu, die)
+            if not rng or any(lo <= addr < hi for lo, hi in rng):
+                work[:0] = list(die.iter_children())
+    return None
+
+
+def _cache_key(path: str, elf: Any) -> str:
+    """The ELF's GNU build-id, else a hash of its real path, size and mtime."""
+    for sec in elf.iter_sections():
+        if sec["sh_type"] != "SHT_NOTE":
+            continue
+        for note in sec.iter_notes():
+            if note["n_type"] == "NT_GNU_BUILD_ID":
+                return f"bid-{note['n_desc']}"
+    st = os.stat(path)
+    ident = f"{os.path.realpath(path)}\0{st.st_size}\0{st.st_mtime_ns}"
+    return "st-" + hashlib.sha256(ident.encode()).hexdigest()[:24]
+
+
+def _load_index(cache_file: str, key: str) -> dict[str, Any] | None:
+    try:
+        with open(cache_file, encoding="utf-8") as fh:
+            index = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    if (not isinstance(index, dict) or index.get("version") != INDEX_VERSION
+            or index.get("key") != key or not isinstance(index.get("functions"), dict)
+            or not isinstance(index.get("cu_ranges"), list)):
+        return None  # stale or foreign: rebuild
+    return index
+
+
+def _save_index(cache_file: str, index: dict[str, Any]) -> None:
+    """Write the index atomically; a cache that cannot be written is only slower."""
+    tmp = f"{cache_file}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(os.path.dirname(cache_file), exist_ok=True)
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(index, fh, separators=(",", ":"))
+        os.replace(tmp, cache_file)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def module_name(path: str) -> str:
+    """The kernel's name for a module file: ``.../e1000e.ko`` -> ``e1000e`` (``-`` -> ``_``)."""
+    name = os.path.basename(path)
+    for suffix in (".debug", ".ko"):
+        name = name.removesuffix(suffix)
+    return name.replace("-", "_")
+
+
+def trace_sources(
+    functions: list[dict[str, Any]],
+    frames: Iterable[str],
+    vmlinux: str | None,
+    module_debug: Sequence[str] = (),
+    cache_dir: str | None = None,
+) -> dict[str, Any]:
+    """The SOURCES record for a trace: its functions and stack frames mapped to lines.
+
+    ``functions`` is the header's function table (dicts with "name" and
+    "symbols"); each is looked up in the vmlinux, then in the modules.
+    Frames tagged ``[kernel]`` go to the vmlinux, ``[mod]`` to the module
+    file of that name.  What cannot be found is left out.
+    """
+    kernel = SourceMap.open(vmlinux, cache_dir) if vmlinux else None
+    modules = {module_name(p): SourceMap.open(p, cache_dir) for p in module_debug}
+    maps = [m for m in [kernel, *modules.values()] if m is not None]
+    try:
+        funcs: dict[str, dict[str, Any]] = {}
+        for f in functions:
+            name = str(f.get("name", ""))
+            candidates = [name, *[str(s) for s in f.get("symbols", [])]]
+            loc = next((loc for m in maps for c in candidates
+                        if (loc := m.function_line(c)) is not None), None)
+            if loc is not None:
+                funcs[name] = {"file": loc.file, "line": loc.line,
+                               "layer": layer_from_path(loc.file)}
+        out_frames: dict[str, list[list[Any]]] = {}
+        for frame in sorted(set(frames)):
+            parsed = parse_frame(frame)
+            if parsed is None:
+                continue
+            mod = parsed[2]
+            smap = kernel if mod in (None, "kernel") else modules.get(mod or "")
+            if smap is None:
+                continue
+            lines = smap.frame_lines(frame)
+            if lines:
+                out_frames[frame] = [[s.function, s.file, s.line, s.inlined] for s in lines]
+        return {"functions": funcs, "frames": out_frames}
+    finally:
+        for m in maps:
+            m.close()
+
+
+def source_details(sources: dict[str, Any]) -> dict[str, str]:
+    """``{function: "file:line"}`` from a trace's SOURCES data (for tooltips and tables)."""
+    out: dict[str, str] = {}
+    for name, entry in (sources.get("functions") or {}).items():
+        if isinstance(entry, dict) and "file" in entry and "line" in entry:
+            out[str(name)] = f"{entry['file']}:{entry['line']}"
+    return out
