@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import lab_unavailable
+from tests.lab.labrun import boot_and_trace
 from tracer.drops import drop_report
-from tracer.lab import DEFAULT_KERNEL
-from tracer.replay import Replay, replay
+from tracer.replay import Replay
 
 pytestmark = pytest.mark.lab
 
@@ -20,20 +17,7 @@ pytestmark = pytest.mark.lab
 @pytest.fixture(scope="module")
 def closed_trace(tmp_path_factory: pytest.TempPathFactory) -> Replay:
     """TCP connects and UDP datagrams to a closed port, traced live in the lab."""
-    if os.geteuid() != 0:
-        lab_unavailable("the lab needs root")
-    for tool in ("qemu-system-x86_64", "busybox"):
-        if not shutil.which(tool):
-            lab_unavailable(f"{tool} is not installed")
-    if not os.path.exists(DEFAULT_KERNEL):
-        lab_unavailable(f"{DEFAULT_KERNEL} is not installed")
-    out = tmp_path_factory.mktemp("lab") / "closed.skbtrace"
-    proc = subprocess.run(
-        [sys.executable, "-m", "tracer.cli", "lab", "--traffic", "closed", "-o", str(out)],
-        capture_output=True, text=True, timeout=1200, check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return replay(str(out))
+    return boot_and_trace(tmp_path_factory, "closed")
 
 
 def test_reason_names_come_from_the_kernel(closed_trace: Replay) -> None:

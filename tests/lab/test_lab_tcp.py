@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import lab_unavailable
-from tracer.lab import DEFAULT_KERNEL
+from tests.lab.labrun import boot_and_trace
 from tracer.model import JourneyView
-from tracer.replay import Replay, replay
+from tracer.replay import Replay
 
 pytestmark = pytest.mark.lab
 
@@ -48,20 +45,7 @@ def has_subsequence(funcs: list[str], chain: list[str | tuple[str, ...]]) -> boo
 @pytest.fixture(scope="module")
 def lab_trace(tmp_path_factory: pytest.TempPathFactory) -> Replay:
     """One lab boot for the module: a TCP bulk transfer traced live."""
-    if os.geteuid() != 0:
-        lab_unavailable("the lab needs root")
-    for tool in ("qemu-system-x86_64", "busybox"):
-        if not shutil.which(tool):
-            lab_unavailable(f"{tool} is not installed")
-    if not os.path.exists(DEFAULT_KERNEL):
-        lab_unavailable(f"{DEFAULT_KERNEL} is not installed")
-    out = tmp_path_factory.mktemp("lab") / "bulk.skbtrace"
-    proc = subprocess.run(
-        [sys.executable, "-m", "tracer.cli", "lab", "--traffic", "bulk", "-o", str(out)],
-        capture_output=True, text=True, timeout=1200, check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return replay(str(out))
+    return boot_and_trace(tmp_path_factory, "bulk")
 
 
 def _journeys(r: Replay, path: str) -> list[JourneyView]:

@@ -1,0 +1,32 @@
+"""Run the lab from a test: one boot, one live trace, replayed."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import lab_unavailable
+from tracer.lab import DEFAULT_KERNEL
+from tracer.replay import Replay, replay
+
+
+def boot_and_trace(tmp_path_factory: pytest.TempPathFactory, traffic: str) -> Replay:
+    """Boot the lab with ``skbpath lab --traffic TRAFFIC`` and replay the trace it wrote."""
+    if os.geteuid() != 0:
+        lab_unavailable("the lab needs root")
+    for tool in ("qemu-system-x86_64", "busybox"):
+        if not shutil.which(tool):
+            lab_unavailable(f"{tool} is not installed")
+    if not os.path.exists(DEFAULT_KERNEL):
+        lab_unavailable(f"{DEFAULT_KERNEL} is not installed")
+    out = tmp_path_factory.mktemp("lab") / f"{traffic}.skbtrace"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tracer.cli", "lab", "--traffic", traffic, "-o", str(out)],
+        capture_output=True, text=True, timeout=1200, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return replay(str(out))
