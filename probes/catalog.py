@@ -45,6 +45,7 @@ class ProbeSpec:
     context: bool = False
     frees: bool = False
     drop: bool = False
+    fresh: bool = False
     aux_arg: int = 0
     driver: str = ""
 

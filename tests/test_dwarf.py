@@ -162,7 +162,7 @@ def test_disk_cache_is_written_and_reused(prog: Path, tmp_path: Path) -> None:
     assert first.index_built
     assert first.cache_file is not None and os.path.exists(first.cache_file)
     files = os.listdir(cache)
-    assert len(files) == 1 and files[0].startswith("dwarf-bid-")
+    assert len(files) == 1 and files[0].startswith("dwarf-bid-")  # no answers cached yet
     mtime = os.stat(first.cache_file).st_mtime_ns
     index = json.loads(Path(first.cache_file).read_text())
     assert "caller" in index["functions"]
@@ -172,7 +172,14 @@ def test_disk_cache_is_written_and_reused(prog: Path, tmp_path: Path) -> None:
     assert os.stat(first.cache_file).st_mtime_ns == mtime
     assert second.function_line("caller") == SourceLoc(
         "caller", "prog.c", line_of(PROG, "int caller(int a)"))
+    assert second._cus, "the first answer needs its CU parsed"
     second.close()
+    # The answer itself was cached: a third open parses no CU for it.
+    third = SourceMap.open(str(prog), cache_dir=str(cache))
+    assert third.function_line("caller") == SourceLoc(
+        "caller", "prog.c", line_of(PROG, "int caller(int a)"))
+    assert not third._cus
+    third.close()
 
 
 def test_corrupt_cache_is_rebuilt(prog: Path, tmp_path: Path) -> None:

@@ -161,3 +161,26 @@ def test_journey_json_is_plain_data() -> None:
     d = j.to_json()
     assert d["path"] == "TX" and d["steps"][0]["func"] == "__sys_sendto"
     assert d["duration_ns"] == j.duration > 0
+
+
+def test_a_driver_handing_up_a_live_address_starts_a_new_journey() -> None:
+    funcs = [f if f.name != "napi_gro_receive" else FuncInfo(
+        id=f.id, name=f.name, path=f.path, layer=f.layer, skb_arg=f.skb_arg, fresh=True)
+        for f in T.funcs]
+    t = FuncTable(funcs)
+    e = Ev(t)
+    ev = [
+        e(10, "napi_gro_receive", ENTRY, skb=0x7, tid=0),
+        e(20, "tcp_v4_rcv", ENTRY, skb=0x7, tid=0),
+        e(30, "tcp_v4_rcv", EXIT, tid=0),
+        e(40, "napi_gro_receive", EXIT, tid=0),
+        # freed by an untraced path; the address comes back from the driver
+        e(50, "napi_gro_receive", ENTRY, skb=0x7, tid=0),
+        e(60, "napi_gro_receive", EXIT, tid=0),
+    ]
+    m = run(ev, t)
+    assert [(j.end, j.functions()) for j in m.journey_list] == [
+        ("reused", ["napi_gro_receive", "tcp_v4_rcv"]),
+        ("trace-end", ["napi_gro_receive"]),
+    ]
+    assert m.summary()["journeys_reused"] == 1

@@ -119,7 +119,7 @@ def _interfaces_with_drivers() -> list[str]:
     return [n for n in names if interface_module(n)]
 
 
-def _resolve(iface: str | None) -> tuple[Any, Any]:
+def _resolve(iface: str | None, kernel: Any = None) -> tuple[Any, Any]:
     from probes.catalog import load_catalog
 
     from .btf import Btf, BtfError
@@ -127,7 +127,7 @@ def _resolve(iface: str | None) -> tuple[Any, Any]:
     from .kernel import read_kernel_info
     from .resolve import resolve
 
-    kernel = read_kernel_info()
+    kernel = kernel or read_kernel_info()
     base: Btf | None = None
     if kernel.has_btf:
         try:
@@ -184,6 +184,10 @@ def _ifindex(iface: str) -> int:
 @click.option("--proto", type=click.Choice(["tcp", "udp"]), help="Only this protocol (IPv4).")
 @click.option("--port", type=int, help="Only packets with this source or destination port.")
 @click.option("--host", help="Only packets to or from this IPv4 address.")
+@click.option("--attach", type=click.Choice(["auto", "kprobe", "tracefs"]), default="auto",
+              show_default=True,
+              help="kprobe: bcc kprobes (needs kprobes and headers); tracefs: tracepoints "
+                   "read from a private ftrace instance, no BPF; auto: kprobe when possible.")
 @click.option("--ebpf", is_flag=True, help="Print the BPF C and its cflags, then exit.")
 @click.option("--list-probes", is_flag=True, help="Print how the catalog resolved, then exit.")
 @click.option("--ready-file", hidden=True, help="Written once probes are attached (lab use).")
@@ -198,6 +202,7 @@ def trace(
     proto: str | None,
     port: int | None,
     host: str | None,
+    attach: str,
     ebpf: bool,
     list_probes: bool,
     ready_file: str | None,
@@ -205,20 +210,42 @@ def trace(
     vmlinux: str | None,
     module_debug: tuple[str, ...],
 ) -> None:
-    """Trace packets live with kprobes (needs root, bcc, kprobes and kernel headers).
+    """Trace packets live (needs root): kprobes through bcc, or tracepoints through tracefs.
+
+    kprobe mode needs bcc, kprobes and kernel headers; tracefs mode needs
+    only tracefs, and records tracepoints (coarser journeys, no latencies of
+    their own).  --attach auto picks kprobe when it can, and says why not.
 
     \b
     Examples:
       sudo skbpath trace --duration 10 -o bulk.skbtrace
       sudo skbpath trace --iface eth0 --proto tcp --port 443
       sudo skbpath trace --comm iperf3 -o iperf.skbtrace   # Ctrl-C to stop
+      sudo skbpath trace --attach tracefs --iface eth0 -d 5
       skbpath trace --ebpf          # show the generated program
     """
     from probes.catalog import bpf_source
 
     from .bpfconfig import Filters, build_cflags
 
-    kernel, resolution = _resolve(iface)
+    if attach == "tracefs" and (list_probes or ebpf):
+        _tracefs_list(ebpf)
+        return
+    if list_probes or ebpf:
+        kernel, resolution = _resolve(iface)
+    else:
+        if os.geteuid() != 0:
+            raise SkbpathError("skbpath trace needs root: run it with sudo")
+        from .kernel import read_kernel_info
+
+        kernel = read_kernel_info()
+        if attach == "auto":
+            attach = _choose_attach(kernel)
+        if attach == "tracefs":
+            _trace_tracefs(kernel, output, duration, iface, pid, comm, proto, port, host,
+                           ready_file, recorded_with, vmlinux, module_debug)
+            return
+        kernel, resolution = _resolve(iface, kernel)
     filters = Filters(
         pid=pid, comm=comm, iface=iface, ifindex=_ifindex(iface) if iface else None,
         proto=proto, port=port, host=host,
@@ -260,11 +287,95 @@ def trace(
         err.print("skbpath: LOST " + ", ".join(f"{k}={v:,d}" for k, v in sorted(lost.items())))
     for name, reason in result.skipped[len(resolution.skipped):]:
         err.print(f"skbpath: {name}: {reason}")
+    _add_sources(output, vmlinux, module_debug)
+
+
+def _add_sources(output: str, vmlinux: str | None, module_debug: tuple[str, ...]) -> None:
     if vmlinux or module_debug:
         from .tracefile import TraceReader
 
         mapped = _trace_sources(output, TraceReader(output).read_all(), vmlinux, module_debug)
-        err.print(f"skbpath: source lines for {len(mapped)} functions added to {output}")
+        _stderr().print(f"skbpath: source lines for {len(mapped)} functions added to {output}")
+
+
+def kprobe_gaps(kernel: Any) -> list[str]:
+    """What kprobe mode lacks on this machine (besides root), in words; empty if nothing."""
+    gaps = []
+    try:
+        import bcc  # noqa: F401
+    except ImportError:
+        gaps.append("no bcc")
+    if not kernel.has_kprobes:
+        gaps.append("no kprobes")
+    if not kernel.has_headers:
+        gaps.append("no headers")
+    return gaps
+
+
+def _choose_attach(kernel: Any) -> str:
+    """--attach auto: kprobe when check_environment would pass, else tracefs, saying why."""
+    gaps = kprobe_gaps(kernel)
+    if not gaps:
+        return "kprobe"
+    words = ", ".join(gaps[:-1]) + " and " + gaps[-1] if len(gaps) > 1 else gaps[0]
+    click.echo(f"skbpath: {words} for {kernel.release}: using tracefs "
+               "(tracepoints; coarser journeys)", err=True)
+    return "tracefs"
+
+
+def _tracefs_list(ebpf: bool) -> None:
+    """--list-probes in tracefs mode: the tracepoints and whether this kernel has them."""
+    if ebpf:
+        raise SkbpathError("--attach tracefs loads no BPF program: there is nothing to print")
+    from .kernel import find_tracefs
+    from .tracefs import available_tracepoints, function_table
+
+    funcs, _used, skipped = function_table(available_tracepoints(find_tracefs()))
+    for f in funcs.funcs:
+        click.echo(f"{f.id:3d} {f.name:34s} {f.path:4s} {f.layer:9s} skb_arg={f.skb_arg}"
+                   f"{' stack' if f.stack else ''}")
+    for s in skipped:
+        click.echo(f"  - {s.name:34s} skipped: {s.reason}")
+
+
+def _trace_tracefs(kernel: Any, output: str, duration: float | None, iface: str | None,
+                   pid: int | None, comm: str | None, proto: str | None, port: int | None,
+                   host: str | None, ready_file: str | None, recorded_with: str | None,
+                   vmlinux: str | None, module_debug: tuple[str, ...]) -> None:
+    """``skbpath trace`` in tracefs mode."""
+    from .bpfconfig import Filters
+    from .live import TraceOptions
+    from .tracefs import TracefsTracer
+
+    unsupported = [name for name, value in (("--proto", proto), ("--port", port),
+                                            ("--host", host)) if value is not None]
+    if unsupported:
+        raise SkbpathError(
+            f"{', '.join(unsupported)}: not supported with --attach tracefs (the device "
+            "tracepoints carry no addresses or ports); use --iface, --pid or --comm")
+    if iface and not os.path.exists(f"/sys/class/net/{iface}"):
+        raise SkbpathError(f"--iface {iface}: no such interface")
+    filters = Filters(pid=pid, comm=comm, iface=iface)
+    opts = TraceOptions(output=output, duration=duration, filters=filters, ready_file=ready_file,
+                        recorded_with=recorded_with)
+    err = _stderr()
+
+    def progress(events: int, lost: int, elapsed: float) -> None:
+        err.print(f"  {elapsed:6.1f} s  {events:>10,d} events  {lost:>8,d} lost", highlight=False)
+
+    tracer = TracefsTracer(kernel, opts, progress)
+    err.print(f"skbpath: tracefs: {len(tracer.used)} tracepoints, {len(tracer.skipped)} "
+              "missing on this kernel (Ctrl-C stops)...")
+    result = tracer.run()
+    summary = result.model.summary()
+    err.print(
+        f"skbpath: {result.events:,d} events in {result.duration:.1f} s, "
+        f"{summary['journeys']:,d} journeys -> {output}"
+    )
+    lost = {k: v for k, v in result.lost.items() if v and k != "filtered"}
+    err.print("skbpath: " + ("LOST " + ", ".join(f"{k}={v:,d}" for k, v in sorted(lost.items()))
+                             if lost else "lost: none (tracefs overrun=0, dropped events=0)"))
+    _add_sources(output, vmlinux, module_debug)
 
 
 # ---------------------------------------------------------------- lab
@@ -367,6 +478,9 @@ def _print_drops(out: Console, rep: Any) -> None:
     from .drops import drop_report
 
     names = {int(k): v for k, v in (rep.contents.header.get("drop_reasons") or {}).items()}
+    # tracefs mode names reasons it met that its header did not know in END.
+    names.update({int(k): v for k, v in
+                  ((rep.contents.end or {}).get("drop_reasons") or {}).items()})
     rows = drop_report(rep.model.drops, names, rep.contents.stacks)
     if not rep.model.drops.enabled:
         out.print("this trace has no drop probe (kfree_skb_reason was not traced)")

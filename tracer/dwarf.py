@@ -304,7 +304,10 @@ class SourceMap:
                 self._by_base.setdefault(b, []).append(name)
         self._dwarf_info: Any = dwarf
         self._cus: dict[int, _CU] = {}
-        self._func_cache: dict[str, SourceLoc | None] = {}
+        # Answers of function_line, kept on disk beside the index: parsing a
+        # vmlinux CU costs ~0.1 s, so a second render reads no CU at all.
+        self._func_cache: dict[str, SourceLoc | None] = _load_lines(self._lines_file())
+        self._func_cache_dirty = False
         self._sym_sorted: list[tuple[int, int, str]] | None = None
 
     # ------------------------------------------------------------ opening
@@ -351,8 +354,18 @@ class SourceMap:
             fh.close()
             raise SkbpathError(f"{path}: cannot read its ELF/DWARF data ({exc})") from exc
 
+    def _lines_file(self) -> str | None:
+        return self.cache_file.removesuffix(".json") + "-lines.json" if self.cache_file else None
+
     def close(self) -> None:
-        """Close the ELF file."""
+        """Save new function_line answers to the cache, and close the ELF file."""
+        lines_file = self._lines_file()
+        if self._func_cache_dirty and lines_file:
+            _save_index(lines_file, {
+                name: None if loc is None else [loc.function, loc.file, loc.line]
+                for name, loc in sorted(self._func_cache.items())
+            })
+            self._func_cache_dirty = False
         self._fh.close()
 
     def __enter__(self) -> SourceMap:
@@ -412,6 +425,7 @@ class SourceMap:
                 if loc is not None:
                     break
         self._func_cache[name] = loc
+        self._func_cache_dirty = True
         return loc
 
     def _decl_in_cu(self, cu_off: int, want: str, addr: int) -> SourceLoc | None:
@@ -665,6 +679,21 @@ def _load_index(cache_file: str, key: str) -> dict[str, Any] | None:
             or not isinstance(index.get("cu_ranges"), list)):
         return None  # stale or foreign: rebuild
     return index
+
+
+def _load_lines(path: str | None) -> dict[str, SourceLoc | None]:
+    """Cached function_line answers; an unreadable cache is only slower."""
+    if not path:
+        return {}
+    try:
+        with open(path, encoding="utf-8") as fh:
+            raw = json.load(fh)
+        return {
+            str(name): None if v is None else SourceLoc(str(v[0]), str(v[1]), int(v[2]))
+            for name, v in raw.items()
+        }
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return {}
 
 
 def _save_index(cache_file: str, index: dict[str, Any]) -> None:

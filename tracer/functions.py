@@ -24,6 +24,7 @@ class FuncInfo:
     context: bool = False
     frees: bool = False
     drop: bool = False
+    fresh: bool = False
     aux_arg: int = 0
     driver: str = ""
     symbols: tuple[str, ...] = field(default_factory=tuple)
@@ -56,6 +57,7 @@ class FuncTable:
         self.is_context = [bool(f and f.context) for f in self.by_id]
         self.frees = [bool(f and f.frees) for f in self.by_id]
         self.drops = [bool(f and f.drop) for f in self.by_id]
+        self.fresh = [bool(f and f.fresh) for f in self.by_id]
         self.path = [f.path if f else "?" for f in self.by_id]
         self.name = [f.name if f else f"func#{i}" for i, f in enumerate(self.by_id)]
         self.layer = [f.layer if f else "?" for f in self.by_id]

@@ -25,6 +25,9 @@ from .pairing import Call
 END_FREED = "freed"
 END_TIMEOUT = "timeout"
 END_TRACE = "trace-end"
+# The skb's address came back from a driver with no traced free in between
+# (freed by a path the catalog does not probe): the old journey ends there.
+END_REUSED = "reused"
 
 
 class Journey:
@@ -74,6 +77,7 @@ class JourneyStats:
     freed: int = 0
     timed_out: int = 0
     at_trace_end: int = 0
+    reused: int = 0
     filtered_out: int = 0
 
 
@@ -109,6 +113,13 @@ class JourneyBuilder:
         if not skb:
             return
         j = self.live.get(skb)
+        if j is not None and call.func < len(self.funcs.fresh) and self.funcs.fresh[call.func]:
+            # A driver hands up only new skbs: a live journey here is stale.
+            self._finish(j, END_REUSED)
+            self.stats.reused += 1
+            if j.open <= 0:
+                self._emit(j)
+            j = None
         if j is None:
             if self.funcs.frees[call.func] if call.func < len(self.funcs.frees) else False:
                 return

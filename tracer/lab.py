@@ -28,6 +28,8 @@ PRESETS = {
     "bulk": "iperf3 -c $PEER -n 16M -l 64K",
     # TCP request/response: 200 exchanges of 100 bytes on one connection.
     "rr": '"$SKBPATH_PY" -m tracer.rr client $PEER 200',
+    # A UDP stream; the iperf3 server in the peer's netns answers UDP too.
+    "udp": "iperf3 -u -c $PEER -b 40M -n 2M -l 1400",
     # TCP and UDP to a closed port: drops with reason NO_SOCKET at the peer.
     "closed": '"$SKBPATH_PY" -m tracer.rr closed $PEER 5',
 }

@@ -211,5 +211,6 @@ class Model:
             "journeys_freed": js.freed,
             "journeys_timed_out": js.timed_out,
             "journeys_at_trace_end": js.at_trace_end,
+            "journeys_reused": js.reused,
             "journeys_filtered_out": js.filtered_out,
         }

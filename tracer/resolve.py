@@ -73,6 +73,7 @@ def _info(spec: ProbeSpec, func_id: int, name: str, symbols: list[str]) -> FuncI
         context=spec.context,
         frees=spec.frees,
         drop=spec.drop,
+        fresh=spec.fresh,
         aux_arg=spec.aux_arg,
         driver=spec.driver,
         symbols=tuple(symbols),
