@@ -24,7 +24,7 @@ from click.testing import CliRunner, Result
 from render.folded import parse_folded
 from tests.synth import demo_table
 from tests.test_tracefile import write_layout, write_synthetic_trace
-from tracer import cli
+from tracer import cli, cli_record
 from tracer.events import pack_events
 from tracer.replay import replay as run_replay
 from tracer.tracefile import TraceReader, TraceWriter
@@ -382,7 +382,7 @@ def resolved(monkeypatch: pytest.MonkeyPatch) -> None:
     def fake_resolve(iface: str | None) -> tuple[Any, Any]:
         return None, resolution
 
-    monkeypatch.setattr(cli, "_resolve", fake_resolve)
+    monkeypatch.setattr(cli_record, "_resolve", fake_resolve)
 
 
 @pytest.mark.usefixtures("resolved")

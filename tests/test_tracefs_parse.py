@@ -321,17 +321,17 @@ def test_auto_falls_back_to_tracefs_saying_why(
     import sys
     import types
 
-    from tracer import cli
+    from tracer import cli_record
 
     monkeypatch.setitem(sys.modules, "bcc", types.ModuleType("bcc"))
-    assert cli._choose_attach(_kernel()) == "tracefs"
+    assert cli_record._choose_attach(_kernel()) == "tracefs"
     err = capsys.readouterr().err
     assert err == ("skbpath: no kprobes and no headers for 6.18.44-test: using tracefs "
                    "(tracepoints; coarser journeys)\n")
-    assert cli._choose_attach(_kernel(has_kprobes=True, has_headers=True)) == "kprobe"
+    assert cli_record._choose_attach(_kernel(has_kprobes=True, has_headers=True)) == "kprobe"
     assert capsys.readouterr().err == ""
     monkeypatch.setitem(sys.modules, "bcc", None)
-    assert cli.kprobe_gaps(_kernel(has_kprobes=True)) == ["no bcc", "no headers"]
+    assert cli_record.kprobe_gaps(_kernel(has_kprobes=True)) == ["no bcc", "no headers"]
 
 
 def test_cli_not_root_and_unsupported_filters(monkeypatch: pytest.MonkeyPatch) -> None:

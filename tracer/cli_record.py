@@ -1,0 +1,317 @@
+"""The CLI commands that record traces: ``trace`` (live, kprobe or tracefs) and ``lab``."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import click
+
+from .cli_common import _source_options, _stderr, _trace_sources
+from .errors import SkbpathError
+
+
+def _interfaces_with_drivers() -> list[str]:
+    from .drivers import interface_module
+
+    try:
+        names = sorted(os.listdir("/sys/class/net"))
+    except OSError:
+        return []
+    return [n for n in names if interface_module(n)]
+
+
+def _resolve(iface: str | None, kernel: Any = None) -> tuple[Any, Any]:
+    from probes.catalog import load_catalog
+
+    from .btf import Btf, BtfError
+    from .drivers import find_driver_functions, interface_module
+    from .kernel import read_kernel_info
+    from .resolve import resolve
+
+    kernel = kernel or read_kernel_info()
+    base: Btf | None = None
+    if kernel.has_btf:
+        try:
+            base = Btf.load("/sys/kernel/btf/vmlinux")
+        except (OSError, BtfError):
+            base = None
+    ifaces = [iface] if iface else _interfaces_with_drivers()
+    if iface and not os.path.exists(f"/sys/class/net/{iface}"):
+        raise SkbpathError(f"--iface {iface}: no such interface")
+    driver_funcs: dict[str, list[str]] = {}
+    for name in ifaces:
+        module = interface_module(name)
+        if not module:
+            continue
+        mod_btf = None
+        if base is not None and os.path.exists(f"/sys/kernel/btf/{module}"):
+            try:
+                mod_btf = Btf.load(f"/sys/kernel/btf/{module}", base=base)
+            except (OSError, BtfError):
+                mod_btf = None
+        for role, names in find_driver_functions(module, kernel, mod_btf).items():
+            merged = driver_funcs.setdefault(role, [])
+            merged.extend(n for n in names if n not in merged)
+    return kernel, resolve(load_catalog(), kernel, driver_funcs if ifaces else None)
+
+
+def _drop_reasons(kernel: Any) -> dict[int, str]:
+    from .btf import Btf, BtfError
+    from .drops import drop_reason_names
+
+    if not kernel.has_btf:
+        return {}
+    try:
+        return drop_reason_names(Btf.load("/sys/kernel/btf/vmlinux"))
+    except (OSError, BtfError):
+        return {}
+
+
+def _ifindex(iface: str) -> int:
+    try:
+        with open(f"/sys/class/net/{iface}/ifindex") as fh:
+            return int(fh.read())
+    except (OSError, ValueError) as exc:
+        raise SkbpathError(f"--iface {iface}: no such interface") from exc
+
+
+@click.command()
+@click.option("-o", "--output", default="skbpath.skbtrace", show_default=True,
+              help="Trace file to write.")
+@click.option("-d", "--duration", type=float, help="Stop after this many seconds.")
+@click.option("-p", "--pid", type=int, help="Only packets of this process's sockets.")
+@click.option("--comm", help="Only packets of sockets of tasks with this name.")
+@click.option("-i", "--iface", help="Only packets on this interface; its driver is traced.")
+@click.option("--proto", type=click.Choice(["tcp", "udp"]), help="Only this protocol (IPv4).")
+@click.option("--port", type=int, help="Only packets with this source or destination port.")
+@click.option("--host", help="Only packets to or from this IPv4 address.")
+@click.option("--attach", type=click.Choice(["auto", "kprobe", "tracefs"]), default="auto",
+              show_default=True,
+              help="kprobe: bcc kprobes (needs kprobes and headers); tracefs: tracepoints "
+                   "read from a private ftrace instance, no BPF; auto: kprobe when possible.")
+@click.option("--ebpf", is_flag=True, help="Print the BPF C and its cflags, then exit.")
+@click.option("--list-probes", is_flag=True, help="Print how the catalog resolved, then exit.")
+@click.option("--ready-file", hidden=True, help="Written once probes are attached (lab use).")
+@click.option("--recorded-with", hidden=True, help="How the traffic was made (lab use).")
+@_source_options
+def trace(
+    output: str,
+    duration: float | None,
+    pid: int | None,
+    comm: str | None,
+    iface: str | None,
+    proto: str | None,
+    port: int | None,
+    host: str | None,
+    attach: str,
+    ebpf: bool,
+    list_probes: bool,
+    ready_file: str | None,
+    recorded_with: str | None,
+    vmlinux: str | None,
+    module_debug: tuple[str, ...],
+) -> None:
+    """Trace packets live (needs root): kprobes through bcc, or tracepoints through tracefs.
+
+    kprobe mode needs bcc, kprobes and kernel headers; tracefs mode needs
+    only tracefs, and records tracepoints (coarser journeys, no latencies of
+    their own).  --attach auto picks kprobe when it can, and says why not.
+
+    \b
+    Examples:
+      sudo skbpath trace --duration 10 -o bulk.skbtrace
+      sudo skbpath trace --iface eth0 --proto tcp --port 443
+      sudo skbpath trace --comm iperf3 -o iperf.skbtrace   # Ctrl-C to stop
+      sudo skbpath trace --attach tracefs --iface eth0 -d 5
+      skbpath trace --ebpf          # show the generated program
+    """
+    from probes.catalog import bpf_source
+
+    from .bpfconfig import Filters, build_cflags
+
+    if attach == "tracefs" and (list_probes or ebpf):
+        _tracefs_list(ebpf)
+        return
+    if list_probes or ebpf:
+        kernel, resolution = _resolve(iface)
+    else:
+        if os.geteuid() != 0:
+            raise SkbpathError("skbpath trace needs root: run it with sudo")
+        from .kernel import read_kernel_info
+
+        kernel = read_kernel_info()
+        if attach == "auto":
+            attach = _choose_attach(kernel)
+        if attach == "tracefs":
+            _trace_tracefs(kernel, output, duration, iface, pid, comm, proto, port, host,
+                           ready_file, recorded_with, vmlinux, module_debug)
+            return
+        kernel, resolution = _resolve(iface, kernel)
+    filters = Filters(
+        pid=pid, comm=comm, iface=iface, ifindex=_ifindex(iface) if iface else None,
+        proto=proto, port=port, host=host,
+    )
+    if list_probes or ebpf:
+        if list_probes:
+            for f in resolution.funcs.funcs:
+                click.echo(f"{f.id:3d} {f.name:34s} {f.path:4s} {f.layer:9s} "
+                           f"skb_arg={f.skb_arg} {','.join(f.symbols)}")
+            for s in resolution.skipped:
+                click.echo(f"  - {s.name:34s} skipped: {s.reason}")
+        if ebpf:
+            cflags = build_cflags(resolution.funcs, filters)
+            click.echo("// cflags:\n//   " + "\n//   ".join(cflags))
+            with open(bpf_source()) as fh:
+                click.echo(fh.read())
+        return
+    from .live import LiveTracer, TraceOptions, check_environment
+
+    check_environment(kernel)
+    err = _stderr()
+    err.print(f"skbpath: {len(resolution.funcs)} functions resolved, "
+              f"{len(resolution.skipped)} skipped (see --list-probes)")
+    opts = TraceOptions(output=output, duration=duration, filters=filters, ready_file=ready_file,
+                        recorded_with=recorded_with, drop_reasons=_drop_reasons(kernel))
+
+    def progress(events: int, lost: int, elapsed: float) -> None:
+        err.print(f"  {elapsed:6.1f} s  {events:>10,d} events  {lost:>8,d} lost", highlight=False)
+
+    err.print("skbpath: compiling and attaching (Ctrl-C stops)...")
+    result = LiveTracer(kernel, resolution, opts, progress).run()
+    summary = result.model.summary()
+    err.print(
+        f"skbpath: {result.events:,d} events in {result.duration:.1f} s, "
+        f"{summary['journeys']:,d} journeys -> {output}"
+    )
+    lost = {k: v for k, v in result.lost.items() if v and k != "filtered"}
+    if lost:
+        err.print("skbpath: LOST " + ", ".join(f"{k}={v:,d}" for k, v in sorted(lost.items())))
+    for name, reason in result.skipped[len(resolution.skipped):]:
+        err.print(f"skbpath: {name}: {reason}")
+    _add_sources(output, vmlinux, module_debug)
+
+
+def _add_sources(output: str, vmlinux: str | None, module_debug: tuple[str, ...]) -> None:
+    if vmlinux or module_debug:
+        from .tracefile import TraceReader
+
+        mapped = _trace_sources(output, TraceReader(output).read_all(), vmlinux, module_debug)
+        _stderr().print(f"skbpath: source lines for {len(mapped)} functions added to {output}")
+
+
+def kprobe_gaps(kernel: Any) -> list[str]:
+    """What kprobe mode lacks on this machine (besides root), in words; empty if nothing."""
+    gaps = []
+    try:
+        import bcc  # noqa: F401
+    except ImportError:
+        gaps.append("no bcc")
+    if not kernel.has_kprobes:
+        gaps.append("no kprobes")
+    if not kernel.has_headers:
+        gaps.append("no headers")
+    return gaps
+
+
+def _choose_attach(kernel: Any) -> str:
+    """--attach auto: kprobe when check_environment would pass, else tracefs, saying why."""
+    gaps = kprobe_gaps(kernel)
+    if not gaps:
+        return "kprobe"
+    words = ", ".join(gaps[:-1]) + " and " + gaps[-1] if len(gaps) > 1 else gaps[0]
+    click.echo(f"skbpath: {words} for {kernel.release}: using tracefs "
+               "(tracepoints; coarser journeys)", err=True)
+    return "tracefs"
+
+
+def _tracefs_list(ebpf: bool) -> None:
+    """--list-probes in tracefs mode: the tracepoints and whether this kernel has them."""
+    if ebpf:
+        raise SkbpathError("--attach tracefs loads no BPF program: there is nothing to print")
+    from .kernel import find_tracefs
+    from .tracefs import available_tracepoints, function_table
+
+    funcs, _used, skipped = function_table(available_tracepoints(find_tracefs()))
+    for f in funcs.funcs:
+        click.echo(f"{f.id:3d} {f.name:34s} {f.path:4s} {f.layer:9s} skb_arg={f.skb_arg}"
+                   f"{' stack' if f.stack else ''}")
+    for s in skipped:
+        click.echo(f"  - {s.name:34s} skipped: {s.reason}")
+
+
+def _trace_tracefs(kernel: Any, output: str, duration: float | None, iface: str | None,
+                   pid: int | None, comm: str | None, proto: str | None, port: int | None,
+                   host: str | None, ready_file: str | None, recorded_with: str | None,
+                   vmlinux: str | None, module_debug: tuple[str, ...]) -> None:
+    """``skbpath trace`` in tracefs mode."""
+    from .bpfconfig import Filters
+    from .live import TraceOptions
+    from .tracefs import TracefsTracer
+
+    unsupported = [name for name, value in (("--proto", proto), ("--port", port),
+                                            ("--host", host)) if value is not None]
+    if unsupported:
+        raise SkbpathError(
+            f"{', '.join(unsupported)}: not supported with --attach tracefs (the device "
+            "tracepoints carry no addresses or ports); use --iface, --pid or --comm")
+    if iface and not os.path.exists(f"/sys/class/net/{iface}"):
+        raise SkbpathError(f"--iface {iface}: no such interface")
+    filters = Filters(pid=pid, comm=comm, iface=iface)
+    opts = TraceOptions(output=output, duration=duration, filters=filters, ready_file=ready_file,
+                        recorded_with=recorded_with)
+    err = _stderr()
+
+    def progress(events: int, lost: int, elapsed: float) -> None:
+        err.print(f"  {elapsed:6.1f} s  {events:>10,d} events  {lost:>8,d} lost", highlight=False)
+
+    tracer = TracefsTracer(kernel, opts, progress)
+    err.print(f"skbpath: tracefs: {len(tracer.used)} tracepoints, {len(tracer.skipped)} "
+              "missing on this kernel (Ctrl-C stops)...")
+    result = tracer.run()
+    summary = result.model.summary()
+    err.print(
+        f"skbpath: {result.events:,d} events in {result.duration:.1f} s, "
+        f"{summary['journeys']:,d} journeys -> {output}"
+    )
+    lost = {k: v for k, v in result.lost.items() if v and k != "filtered"}
+    err.print("skbpath: " + ("LOST " + ", ".join(f"{k}={v:,d}" for k, v in sorted(lost.items()))
+                             if lost else "lost: none (tracefs overrun=0, dropped events=0)"))
+    _add_sources(output, vmlinux, module_debug)
+
+
+# ---------------------------------------------------------------- lab
+@click.command()
+@click.option("-o", "--output", default="lab.skbtrace", show_default=True,
+              help="Where to write the trace on the host.")
+@click.option("--traffic", default="bulk", show_default=True,
+              help="bulk (iperf3), rr (TCP request/response) or any shell command; "
+                   "$PEER is the peer's address.")
+@click.option("--kernel", default=None, help="Kernel image to boot.")
+@click.option("--trace-opt", "trace_opts", multiple=True,
+              help="Extra option for 'skbpath trace' in the guest (repeatable).")
+@click.option("--timeout", default=900, show_default=True, help="Give up after this many s.")
+def lab(output: str, traffic: str, kernel: str | None, trace_opts: tuple[str, ...],
+        timeout: int) -> None:
+    """Boot a real kernel in QEMU and trace traffic between two e1000 NICs.
+
+    The guest runs Debian's 6.1 kernel on this machine's root file system
+    (virtme-ng, no KVM needed).  One NIC (198.18.0.1) stays in the root
+    namespace, the other (198.18.0.2, $PEER) sits in a netns.
+
+    \b
+    Examples:
+      skbpath lab -o bulk.skbtrace
+      skbpath lab --traffic rr -o rr.skbtrace
+      skbpath lab --traffic 'ping -c 5 $PEER' -o ping.skbtrace
+      skbpath lab --trace-opt=--proto --trace-opt=tcp
+    """
+    from .lab import DEFAULT_KERNEL, LabOptions, run_lab
+
+    opts = LabOptions(output=output, traffic=traffic, kernel=kernel or DEFAULT_KERNEL,
+                      trace_args=list(trace_opts), timeout=timeout)
+    path = run_lab(opts)
+    from .live import chown_to_invoker
+
+    chown_to_invoker(path)
+    _stderr().print(f"skbpath lab: trace written to {path}")
