@@ -11,18 +11,16 @@ import pytest
 from tracer.events import ENTRY, EXIT
 from tracer.model import Model
 from tracer.tracefile import TraceReader, TraceWriter
-from tracer.tracefs import (
+from tracer.tracefs import Instance, available_tracepoints, instance_lost
+from tracer.tracefs_parse import (
     TRACEPOINTS,
     Hit,
-    Instance,
     StackIds,
     TracefsParser,
     UserFilter,
-    available_tracepoints,
     drop_reason_codes,
     function_table,
     hits_to_events,
-    instance_lost,
     normalise_frame,
 )
 

@@ -230,7 +230,8 @@ def _tracefs_list(ebpf: bool) -> None:
     if ebpf:
         raise SkbpathError("--attach tracefs loads no BPF program: there is nothing to print")
     from .kernel import find_tracefs
-    from .tracefs import available_tracepoints, function_table
+    from .tracefs import available_tracepoints
+    from .tracefs_parse import function_table
 
     funcs, _used, skipped = function_table(available_tracepoints(find_tracefs()))
     for f in funcs.funcs:
