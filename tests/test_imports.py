@@ -55,6 +55,14 @@ def test_no_module_level_bcc_import(path: Path) -> None:
     assert not any(_imports_bcc(s) for s in _top_level_statements(tree))
 
 
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_only_the_live_tracer_imports_bcc_at_all(path: Path) -> None:
+    if path == ROOT / "tracer" / "live.py":
+        return
+    tree = ast.parse(path.read_text(), str(path))
+    assert not any(_imports_bcc(n) for n in ast.walk(tree)), f"{path} imports bcc"
+
+
 def test_live_imports_bcc_inside_a_function_only() -> None:
     tree = ast.parse((ROOT / "tracer" / "live.py").read_text())
     inside: list[str] = []

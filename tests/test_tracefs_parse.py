@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tracer.events import ENTRY, EXIT
+from tracer.kernel import KernelInfo
 from tracer.model import Model
 from tracer.tracefile import TraceReader, TraceWriter
 from tracer.tracefs import Instance, available_tracepoints, instance_lost
@@ -302,9 +303,7 @@ def test_line_variants(line: str) -> None:
 
 
 # ------------------------------------------------------------ the CLI's choice
-def _kernel(**kw: object) -> object:
-    from tracer.kernel import KernelInfo
-
+def _kernel(**kw: object) -> KernelInfo:
     base: dict[str, object] = dict(
         release="6.18.44-test", traceable={}, kallsyms=set(), has_kprobes=False,
         has_btf=True, has_headers=False, has_fentry=False, tracefs="/nonexistent",
@@ -329,7 +328,9 @@ def test_auto_falls_back_to_tracefs_saying_why(
     assert cli_record._choose_attach(_kernel(has_kprobes=True, has_headers=True)) == "kprobe"
     assert capsys.readouterr().err == ""
     monkeypatch.setitem(sys.modules, "bcc", None)
-    assert cli_record.kprobe_gaps(_kernel(has_kprobes=True)) == ["no bcc", "no headers"]
+    from tracer.live import kprobe_gaps
+
+    assert kprobe_gaps(_kernel(has_kprobes=True)) == ["no bcc", "no headers"]
 
 
 def test_cli_not_root_and_unsupported_filters(monkeypatch: pytest.MonkeyPatch) -> None:

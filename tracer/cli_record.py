@@ -200,22 +200,10 @@ def _add_sources(output: str, vmlinux: str | None, module_debug: tuple[str, ...]
         _stderr().print(f"skbpath: source lines for {len(mapped)} functions added to {output}")
 
 
-def kprobe_gaps(kernel: Any) -> list[str]:
-    """What kprobe mode lacks on this machine (besides root), in words; empty if nothing."""
-    gaps = []
-    try:
-        import bcc  # noqa: F401
-    except ImportError:
-        gaps.append("no bcc")
-    if not kernel.has_kprobes:
-        gaps.append("no kprobes")
-    if not kernel.has_headers:
-        gaps.append("no headers")
-    return gaps
-
-
 def _choose_attach(kernel: Any) -> str:
     """--attach auto: kprobe when check_environment would pass, else tracefs, saying why."""
+    from .live import kprobe_gaps
+
     gaps = kprobe_gaps(kernel)
     if not gaps:
         return "kprobe"

@@ -34,6 +34,27 @@ COUNTERS = ("ringbuf_lost", "stack_lost", "filtered")
 KRETPROBE_MAXACTIVE = 64  # blocking calls (recv, sendmsg waiting for memory) hold instances
 
 
+def bcc_available() -> bool:
+    """True if bcc's Python module can be imported (Debian's python3-bpfcc)."""
+    try:
+        import bcc  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def kprobe_gaps(kernel: KernelInfo) -> list[str]:
+    """What kprobe mode lacks on this machine (besides root), in words; empty if nothing."""
+    gaps = []
+    if not bcc_available():
+        gaps.append("no bcc")
+    if not kernel.has_kprobes:
+        gaps.append("no kprobes")
+    if not kernel.has_headers:
+        gaps.append("no headers")
+    return gaps
+
+
 def check_environment(kernel: KernelInfo, attach: str = "kprobe") -> None:
     """Raise one clear error, exit code 2, if this machine cannot trace live."""
     if os.geteuid() != 0:
