@@ -20,13 +20,12 @@ import select
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from .errors import SkbpathError
 from .events import EVENT_STRUCT, FLAG_MATCHED
 from .kernel import KernelInfo
-from .live import TraceOptions, _Stop, chown_to_invoker, trace_header
+from .live import TraceOptions, TraceResult, _Stop, chown_to_invoker, trace_header
 from .model import Model
 from .resolve import Resolution
 from .tracefile import END, STACKS, STATS, TASKS, TraceWriter
@@ -169,17 +168,6 @@ class Instance:
                 time.sleep(0.1)  # EBUSY while a reader still holds trace_pipe
 
 
-@dataclass
-class TracefsResult:
-    """What a tracefs trace recorded, for the final report."""
-
-    events: int
-    lost: dict[str, int]
-    duration: float
-    model: Model
-    skipped: list[tuple[str, str]]
-
-
 class TracefsTracer:
     """Runs one tracefs trace; see the module docstring."""
 
@@ -223,7 +211,7 @@ class TracefsTracer:
         h["trace_clock"] = clock
         return h
 
-    def run(self) -> TracefsResult:
+    def run(self) -> TraceResult:
         """Trace until the duration passes or a signal arrives; return the counts."""
         opts = self.opts
         model = Model(self.funcs, require_match=self.filter.active, keep_journeys=False,
@@ -268,7 +256,7 @@ class TracefsTracer:
             finally:
                 inst.remove()
         skipped = [(s.name, s.reason) for s in self.skipped]
-        return TracefsResult(writer.events_written, lost, elapsed, model, skipped)
+        return TraceResult(writer.events_written, lost, elapsed, model, skipped)
 
     def _drain(self, fd: int) -> None:
         for _ in range(10_000):  # bounded: the buffer is finite and recording stopped
