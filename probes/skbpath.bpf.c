@@ -3,9 +3,10 @@
 // skbpath's kprobe/kretprobe programs.  Compiled by bcc; configured only
 // through cflags (see tracer/bpfconfig.py), never by editing this text:
 //
-//   SKBPATH_PROBES      an X-macro list, e.g. "P(0,0,0,0,0) P(1,2,0,1,0)":
+//   SKBPATH_PROBES      an X-macro list, e.g. "P(0,0,0,0,0,0) P(1,2,0,1,0,0)":
 //                       P(function id, skb argument (0 = none), deref, stack,
-//                         aux argument recorded as an integer (0 = none))
+//                         aux argument recorded as an integer (0 = none),
+//                         frees: the call ends the skb's life)
 //   RINGBUF_PAGES       ring buffer size in pages (power of two)
 //   STACK_ENTRIES       capacity of the kernel stack map
 //   TRACK_ENTRIES       capacity of the tracked-skb LRU map
@@ -310,13 +311,27 @@ static __always_inline void learn_sock(struct pt_regs *ctx)
 #define LEARN_SOCK(arg)
 #endif
 
+#ifdef FILTERING
+// A freed skb's address will be reused by an unrelated packet: forget it.
+static __always_inline void untrack(u64 skb)
+{
+    if (skb)
+        tracked.delete(&skb);
+}
+#define UNTRACK(frees, skb) if (frees) untrack(skb)
+#else
+#define UNTRACK(frees, skb)
+#endif
+
 // One entry and one return program per function id.
-#define P(id, arg, deref, stack, aux)                                          \
+#define P(id, arg, deref, stack, aux, frees)                                   \
     int skbpath_entry_##id(struct pt_regs *ctx)                               \
     {                                                                         \
+        u64 skb = skb_arg(ctx, arg, deref);                                   \
         LEARN_SOCK(arg);                                                      \
-        return emit(ctx, id, KIND_ENTRY, skb_arg(ctx, arg, deref), stack,     \
-                    (u32)reg_arg(ctx, aux));                                  \
+        emit(ctx, id, KIND_ENTRY, skb, stack, (u32)reg_arg(ctx, aux));        \
+        UNTRACK(frees, skb);                                                  \
+        return 0;                                                             \
     }                                                                         \
     int skbpath_exit_##id(struct pt_regs *ctx)                                \
     {                                                                         \

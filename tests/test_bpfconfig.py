@@ -139,7 +139,7 @@ def test_active_filters() -> None:
 
 
 # ---------------------------------------------------------------- X-macro list
-P_ITEM = re.compile(r"P\((\d+),(\d+),([01]),([01]),(\d+)\)")
+P_ITEM = re.compile(r"P\((\d+),(\d+),([01]),([01]),(\d+),([01])\)")
 
 
 def test_probe_list_format() -> None:
@@ -147,10 +147,11 @@ def test_probe_list_format() -> None:
         FuncInfo(id=0, name="a", path="tx", layer="socket"),
         FuncInfo(id=1, name="b", path="tx", layer="network", skb_arg=2, stack=True),
         FuncInfo(id=5, name="c", path="rx", layer="driver", skb_arg=1, skb_deref=True),
-        FuncInfo(id=6, name="d", path="free", layer="memory", skb_arg=1, aux_arg=2, drop=True),
+        FuncInfo(id=6, name="d", path="free", layer="memory", skb_arg=1, aux_arg=2, drop=True,
+                 frees=True),
     ])
     text = probe_list(table)
-    assert text == "P(0,0,0,0,0) P(1,2,0,1,0) P(5,1,1,0,0) P(6,1,0,0,2)"
+    assert text == "P(0,0,0,0,0,0) P(1,2,0,1,0,0) P(5,1,1,0,0,0) P(6,1,0,0,2,1)"
     assert " ".join(m.group(0) for m in P_ITEM.finditer(text)) == text
 
 
@@ -163,7 +164,7 @@ def test_probe_list_covers_every_function() -> None:
 
 # ---------------------------------------------------------------- the C side
 def test_c_file_expands_the_probe_list() -> None:
-    define = C_SOURCE.index("#define P(id, arg, deref, stack, aux)")
+    define = C_SOURCE.index("#define P(id, arg, deref, stack, aux, frees)")
     expansion = re.search(r"^SKBPATH_PROBES\s*$", C_SOURCE, re.M)
     assert expansion is not None
     assert expansion.start() > define

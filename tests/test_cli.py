@@ -369,7 +369,7 @@ def test_trace_ebpf_on_this_host() -> None:
     assert "Traceback" not in result.output
     if result.exit_code == 0:
         assert "//   -DSKBPATH_PROBES=P(" in result.stdout
-        assert "#define P(id, arg, deref, stack, aux)" in result.stdout
+        assert "#define P(id, arg, deref, stack, aux, frees)" in result.stdout
     else:
         assert_one_line_error(result, "could be resolved")
 
@@ -391,11 +391,11 @@ def test_trace_ebpf_prints_cflags_and_source() -> None:
                      "--host", "10.0.0.1", "--pid", "42", "--comm", "iperf3"])
     assert_ok(result)
     out = result.stdout
-    assert out.startswith("// cflags:\n//   -DSKBPATH_PROBES=P(0,0,0,0,0) P(1,0,0,0,0)")
+    assert out.startswith("// cflags:\n//   -DSKBPATH_PROBES=P(0,0,0,0,0,0) P(1,0,0,0,0,0)")
     for flag in ("-DFILTER_PROTO=6", "-DFILTER_PORT=443", "-DFILTER_HOST=16777226U",
                  "-DFILTER_TGID=42", "-DFILTER_COMM0=", "-DFILTER_COMM1=0ULL"):
         assert f"//   {flag}" in out, flag
-    assert "#define P(id, arg, deref, stack, aux)" in out
+    assert "#define P(id, arg, deref, stack, aux, frees)" in out
     assert "SKBPATH_PROBES\n" in out
 
 

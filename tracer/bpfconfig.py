@@ -41,9 +41,9 @@ def _comm_words(comm: str) -> tuple[int, int]:
 
 
 def probe_list(funcs: FuncTable) -> str:
-    """The X-macro list: ``P(id, skb argument, deref, stack, aux argument)`` per function."""
+    """The X-macro list: ``P(id, skb argument, deref, stack, aux argument, frees)``."""
     return " ".join(
-        f"P({f.id},{f.skb_arg},{int(f.skb_deref)},{int(f.stack)},{f.aux_arg})"
+        f"P({f.id},{f.skb_arg},{int(f.skb_deref)},{int(f.stack)},{f.aux_arg},{int(f.frees)})"
         for f in funcs.funcs
     )
 

@@ -14,8 +14,13 @@ from tracer.lab import DEFAULT_KERNEL
 from tracer.replay import Replay, replay
 
 
-def boot_and_trace(tmp_path_factory: pytest.TempPathFactory, traffic: str) -> Replay:
-    """Boot the lab with ``skbpath lab --traffic TRAFFIC`` and replay the trace it wrote."""
+def boot_and_trace(
+    tmp_path_factory: pytest.TempPathFactory, traffic: str, *trace_opts: str
+) -> Replay:
+    """Boot the lab with ``skbpath lab --traffic TRAFFIC`` and replay the trace it wrote.
+
+    ``trace_opts`` are passed to ``skbpath trace`` in the guest.
+    """
     if os.geteuid() != 0:
         lab_unavailable("the lab needs root")
     for tool in ("qemu-system-x86_64", "busybox"):
@@ -23,9 +28,10 @@ def boot_and_trace(tmp_path_factory: pytest.TempPathFactory, traffic: str) -> Re
             lab_unavailable(f"{tool} is not installed")
     if not os.path.exists(DEFAULT_KERNEL):
         lab_unavailable(f"{DEFAULT_KERNEL} is not installed")
-    out = tmp_path_factory.mktemp("lab") / f"{traffic}.skbtrace"
+    out = tmp_path_factory.mktemp("lab") / "lab.skbtrace"
+    opts = [f"--trace-opt={o}" for o in trace_opts]
     proc = subprocess.run(
-        [sys.executable, "-m", "tracer.cli", "lab", "--traffic", traffic, "-o", str(out)],
+        [sys.executable, "-m", "tracer.cli", "lab", "--traffic", traffic, "-o", str(out), *opts],
         capture_output=True, text=True, timeout=1200, check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
