@@ -83,14 +83,14 @@ def _print_drops(out: Console, rep: Any) -> None:
 
     from .drops import drop_report
 
+    if not rep.model.drops.enabled:
+        out.print("this trace has no drop probe (kfree_skb_reason was not traced)")
+        return
     names = {int(k): v for k, v in (rep.contents.header.get("drop_reasons") or {}).items()}
     # tracefs mode names reasons it met that its header did not know in END.
     names.update({int(k): v for k, v in
                   ((rep.contents.end or {}).get("drop_reasons") or {}).items()})
     rows = drop_report(rep.model.drops, names, rep.contents.stacks)
-    if not rep.model.drops.enabled:
-        out.print("this trace has no drop probe (kfree_skb_reason was not traced)")
-        return
     table = Table(title=f"drops: {sum(r.count for r in rows):,d}")
     table.add_column("reason")
     table.add_column("dropped by")
@@ -101,19 +101,14 @@ def _print_drops(out: Console, rep: Any) -> None:
 
 
 def _replay_json(trace_file: str, with_events: bool) -> None:
-    from .replay import function_table as table_of
+    from .replay import model_for
     from .tracefile import TraceReader
 
     reader = TraceReader(trace_file)
-    funcs = table_of(reader.contents, trace_file)
-    from .model import Model
-
     emit = click.echo
-    filters = reader.contents.header.get("filters") or {}
-    model = Model(funcs, require_match=bool(filters), keep_journeys=False,
-                  on_journey=lambda j: emit(json.dumps(j.to_json(), sort_keys=True)),
-                  timeout_ns=int(reader.contents.header.get("journey_timeout_ns",
-                                                            5_000_000_000)))
+    model = model_for(reader, keep_journeys=False,
+                      on_journey=lambda j: emit(json.dumps(j.to_json(), sort_keys=True)))
+    funcs = model.funcs
     for batch in reader.event_batches():
         if with_events:
             events = list(batch)

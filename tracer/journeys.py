@@ -48,11 +48,6 @@ class Journey:
         self.trigger: int | None = None
 
     @property
-    def first_ts(self) -> int:
-        """Entry time of the first step."""
-        return self.steps[0].entry if self.steps else 0
-
-    @property
     def matched(self) -> bool:
         """True if the kernel's filter matched any of this journey's skb calls."""
         return any(c.matched for c in self.steps if c.skb)
@@ -100,12 +95,10 @@ class JourneyBuilder:
         self.next_id = 1
         self.stats = JourneyStats()
         self._entries = 0
-        self._now = 0
 
     # -- called by the pairing listener ---------------------------------
     def on_entry(self, call: Call) -> None:
         """Attach a newly entered call to its journey, if it has an skb."""
-        self._now = call.entry
         self._entries += 1
         if self._entries & 0xFFF == 0:
             self.expire(call.entry)

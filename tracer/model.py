@@ -162,7 +162,6 @@ class Model:
             funcs, self._journey_done, timeout_ns=timeout_ns, require_match=require_match
         )
         self.pairer = Pairer(funcs, _Listener(self))
-        self.first_ts: int | None = None
         self.finished = False
 
     def _journey_done(self, j: Journey) -> None:
@@ -182,10 +181,6 @@ class Model:
 
     def feed(self, events: Iterable[tuple[int, ...]]) -> None:
         """Consume a batch of decoded events in arrival order."""
-        if self.first_ts is None:
-            events = list(events)
-            if events:
-                self.first_ts = events[0][0]
         self.pairer.feed(events)
 
     def finish(self) -> None:

@@ -33,6 +33,23 @@ def function_table(contents: TraceContents, path: str = "trace") -> FuncTable:
         raise TraceFormatError(f"{path}: header has no valid function table") from exc
 
 
+def model_for(
+    reader: TraceReader,
+    *,
+    keep_journeys: bool = True,
+    on_journey: Callable[[JourneyView], None] | None = None,
+) -> Model:
+    """A fresh :class:`Model` set up as the trace's header says it was recorded."""
+    header = reader.contents.header
+    return Model(
+        function_table(reader.contents, reader.path),
+        require_match=bool(header.get("filters")),
+        keep_journeys=keep_journeys,
+        on_journey=on_journey,
+        timeout_ns=int(header.get("journey_timeout_ns", 5_000_000_000)),
+    )
+
+
 def replay(
     path: str,
     *,
@@ -41,15 +58,7 @@ def replay(
 ) -> Replay:
     """Read ``path`` and run every event through a fresh :class:`Model`."""
     reader = TraceReader(path)
-    funcs = function_table(reader.contents, path)
-    filters = reader.contents.header.get("filters") or {}
-    model = Model(
-        funcs,
-        require_match=bool(filters),
-        keep_journeys=keep_journeys,
-        on_journey=on_journey,
-        timeout_ns=int(reader.contents.header.get("journey_timeout_ns", 5_000_000_000)),
-    )
+    model = model_for(reader, keep_journeys=keep_journeys, on_journey=on_journey)
     for batch in reader.event_batches():
         model.feed(batch)
     model.finish()
