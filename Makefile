@@ -7,7 +7,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := qemu-system-x86 linux-image-6.1.0-56-amd64 linux-headers-6.1.0-56-amd64 \
-	python3-bpfcc bpfcc-tools python3-venv iperf3 graphviz busybox-static iproute2 iputils-ping gcc
+	python3-bpfcc bpfcc-tools python3-venv iperf3 graphviz busybox-static iproute2 iputils-ping gcc nftables
 OUT := out
 
 .PHONY: all setup apt venv demo test unit lab-test lint bench bench-lab docs clean

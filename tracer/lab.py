@@ -9,12 +9,15 @@ the trace comes back through a ``--rwdir`` shared folder.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 
@@ -33,6 +36,9 @@ PRESETS = {
     # TCP and UDP to a closed port: drops with reason NO_SOCKET at the peer.
     "closed": '"$SKBPATH_PY" -m tracer.rr closed $PEER 5',
 }
+# One lab at a time per machine: two TCG guests on two cores starve each other
+# (and the timings the lab measures).
+LOCK_PATH = "/tmp/skbpath-lab.lock"
 QEMU_NICS = (
     "-netdev hubport,id=p0,hubid=0 -device e1000,netdev=p0 "
     "-netdev hubport,id=p1,hubid=0 -device e1000,netdev=p1"
@@ -92,6 +98,22 @@ def guest_script_path() -> str:
     return str(resources.files("tracer").joinpath("lab_guest.sh"))
 
 
+@contextlib.contextmanager
+def lab_lock(echo: bool = True) -> Iterator[None]:
+    """Hold the machine's lab lock; wait (saying so) while another lab runs."""
+    with open(LOCK_PATH, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if echo:
+                print("skbpath lab: another lab is running; waiting for it...", file=sys.stderr)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def run_lab(opts: LabOptions, echo: bool = True) -> str:
     """Boot the lab, trace the traffic, copy the trace to ``opts.output``.
 
@@ -142,10 +164,11 @@ def run_lab(opts: LabOptions, echo: bool = True) -> str:
         print(f"skbpath lab: booting {os.path.basename(opts.kernel)} in QEMU (TCG)...",
               file=sys.stderr)
     try:
-        proc = subprocess.run(
-            cmd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-            timeout=opts.timeout, check=False,
-        )
+        with lab_lock(echo):
+            proc = subprocess.run(
+                cmd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                timeout=opts.timeout, check=False,
+            )
     except subprocess.TimeoutExpired as exc:
         raise SkbpathError(f"the lab did not finish within {opts.timeout} s") from exc
     guest_log = ""
