@@ -25,6 +25,7 @@ LAYERS = (
     "memory",
 )
 DRIVER_ROLES = ("xmit", "poll", "rx_clean", "tx_clean")
+RESULTS = ("", "route")
 MAX_SKB_ARG = 5
 
 
@@ -47,6 +48,7 @@ class ProbeSpec:
     drop: bool = False
     fresh: bool = False
     aux_arg: int = 0
+    result: str = ""
     driver: str = ""
 
     @property
@@ -73,6 +75,8 @@ def _entry(raw: dict[str, Any], index: int) -> ProbeSpec:
         raise CatalogError(f"{spec.key}: skb_arg must be 0..{MAX_SKB_ARG}")
     if not 0 <= spec.aux_arg <= MAX_SKB_ARG:
         raise CatalogError(f"{spec.key}: aux_arg must be 0..{MAX_SKB_ARG}")
+    if spec.result not in RESULTS:
+        raise CatalogError(f"{spec.key}: result {spec.result!r} not in {RESULTS}")
     if spec.skb_deref and not spec.skb_arg:
         raise CatalogError(f"{spec.key}: skb_deref needs skb_arg")
     return spec

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
@@ -9,6 +11,7 @@ from rich.tree import Tree
 
 from tracer.calltree import CallTree, Node
 from tracer.model import JourneyView
+from tracer.routes import Route, decode_route
 
 from .colors import layer_color
 from .units import fmt_ns
@@ -108,11 +111,12 @@ def function_table(tree: CallTree, sources: dict[str, str] | None = None) -> Tab
     return table
 
 
-def journey_timeline(j: JourneyView) -> RenderableType:
+def journey_timeline(j: JourneyView, interfaces: dict[int, str] | None = None) -> RenderableType:
     """One row per step of a journey: offset, function indented by depth, times, cpu.
 
     "Δ prev" is the time from the previous step's entry to this one's, which
-    shows where a packet waited between stages.
+    shows where a packet waited between stages.  A step that returned a route
+    (fib_table_lookup) shows it; ``interfaces`` names its output device.
     """
     title = (
         f"journey {j.id}  {j.path} → {j.end}  "
@@ -133,6 +137,8 @@ def journey_timeline(j: JourneyView) -> RenderableType:
         name.append(s.func, style=_layer_style(s.layer))
         if s.lost:
             name.append("  (no return)", style="dim")
+        if s.result is not None:
+            name.append(f"  → {decode_route(*s.result).text(interfaces)}", style="bold")
         table.add_row(
             f"+{fmt_ns(s.entry - start)}",
             name,
@@ -143,6 +149,16 @@ def journey_timeline(j: JourneyView) -> RenderableType:
             fmt_ns(s.entry - prev) if prev is not None else "",
         )
         prev = s.entry
+    return table
+
+
+def route_table(routes: Counter[Route], interfaces: dict[int, str] | None = None) -> Table:
+    """Routes the FIB lookups returned, most frequent first (ties by route)."""
+    table = Table(title="routes (fib_table_lookup)", title_justify="left")
+    table.add_column("route")
+    table.add_column("lookups", justify="right")
+    for route, n in sorted(routes.items(), key=lambda kv: (-kv[1], kv[0])):
+        table.add_row(route.text(interfaces), f"{n:,d}")
     return table
 
 

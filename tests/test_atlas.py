@@ -218,7 +218,7 @@ def test_describe() -> None:
     assert text == f"network · net/ipv4/ip_output.c — {e.summary}"
     assert "\n" not in text
     # Unknown: the trace's layer, else a guess from the name, else "?".
-    assert describe("virtnet_poll", "driver") == "driver · not in the atlas"
+    assert describe("mlx5e_napi_poll", "driver") == "driver · not in the atlas"
     assert describe("tcp_made_up") == "transport · not in the atlas"
     assert describe("frobnicate") == "? · not in the atlas"
     assert describe("frobnicate", "?") == "? · not in the atlas"

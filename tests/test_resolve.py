@@ -12,6 +12,7 @@ from tests.test_btf import Encoder, vmlinux_like
 from tracer.btf import Btf
 from tracer.drivers import (
     base_name,
+    ethtool_driver,
     find_driver_functions,
     interface_module,
     load_btf,
@@ -148,12 +149,32 @@ def test_by_module_derived_when_not_given() -> None:
 # ----------------------------------------------------------------- drivers.py
 
 
+def _no_drvinfo(iface: str) -> str | None:
+    return None
+
+
 def test_interface_module(tmp_path: Path) -> None:
     root = str(make_root(tmp_path))
-    assert interface_module("eth0", root) == "e1000"
-    assert interface_module("lo", root) is None
+    assert interface_module("eth0", root, _no_drvinfo) == "e1000"
+    assert interface_module("lo", root, _no_drvinfo) is None
     with pytest.raises(SkbpathError, match="no such network interface"):
-        interface_module("nope0", root)
+        interface_module("nope0", root, _no_drvinfo)
+
+
+def test_interface_without_device_asks_ethtool_then_flags(tmp_path: Path) -> None:
+    """veth has no bus device but names its driver; lo names none but is IFF_LOOPBACK."""
+    for name, flags in (("veth0", "0x1003"), ("lo", "0x9"), ("dummy0", "0x83")):
+        (tmp_path / "sys/class/net" / name).mkdir(parents=True)
+        (tmp_path / "sys/class/net" / name / "flags").write_text(flags + "\n")
+    root = str(tmp_path)
+    drivers = {"veth0": "veth"}
+    assert interface_module("veth0", root, drivers.get) == "veth"
+    assert interface_module("lo", root, drivers.get) == "loopback"
+    assert interface_module("dummy0", root, drivers.get) is None
+
+
+def test_ethtool_driver_of_a_missing_interface_is_none() -> None:
+    assert ethtool_driver("skbpath-none0") is None
 
 
 def test_interface_builtin_driver_gives_driver_name(tmp_path: Path) -> None:
@@ -222,9 +243,16 @@ def test_driver_functions_virtio_names_without_prefix() -> None:
     }
 
 
-def test_driver_functions_builtin_module_is_empty() -> None:
-    k = kernel({"e1000_xmit_frame": None})
-    assert find_driver_functions("e1000", k, None) == {}
+def test_driver_functions_builtin_by_prefix() -> None:
+    """A built-in driver's functions are untagged: found by the driver's name as prefix."""
+    base, ids = vmlinux_like()
+    base.func("loopback_xmit", base.proto(ids["netdev_tx_t"], [ids["skb_p"], ids["dev_p"]]))
+    base.func("loopback_setup", base.proto(ids["int"], [ids["dev_p"]]))
+    btf = Btf(base.blob())
+    k = kernel({"loopback_xmit": None, "loopback_setup": None, "blackhole_netdev_xmit": None,
+                "veth_xmit": "veth"})
+    assert find_driver_functions("loopback", k, btf) == {"xmit": ["loopback_xmit"]}
+    assert find_driver_functions("e1000", k, btf) == {}
 
 
 def test_load_btf_absent(tmp_path: Path) -> None:

@@ -51,7 +51,7 @@ def replay(trace_file: str, skb_id: int | None, as_json: bool, with_events: bool
     if as_json:
         _replay_json(trace_file, with_events)
         return
-    from render.terminal import calltree_view, function_table, journey_timeline
+    from render.terminal import calltree_view, function_table, journey_timeline, route_table
 
     rep = run_replay(trace_file, keep_journeys=True)
     sources = _trace_sources(trace_file, rep.contents, vmlinux, module_debug)
@@ -61,7 +61,7 @@ def replay(trace_file: str, skb_id: int | None, as_json: bool, with_events: bool
         if not match:
             raise SkbpathError(f"no journey {skb_id} in {trace_file} "
                                f"(it has {len(rep.model.journey_list)})")
-        out.print(journey_timeline(match[0]))
+        out.print(journey_timeline(match[0], _interfaces(rep.contents.header)))
         return
     if drops:
         _print_drops(out, rep)
@@ -74,8 +74,16 @@ def replay(trace_file: str, skb_id: int | None, as_json: bool, with_events: bool
         notes = atlas_details(rep.model.calltree.funcs)
     out.print(calltree_view(rep.model.calltree, explain=notes, max_depth=max_depth))
     out.print(function_table(rep.model.calltree, sources=sources or None))
+    if rep.model.routes.counts:
+        out.print(route_table(rep.model.routes.counts, _interfaces(rep.contents.header)))
     if rep.contents.truncated:
         _warn(rep.contents.truncated)
+
+
+def _interfaces(header: dict[str, Any]) -> dict[int, str]:
+    """ifindex -> name of the tracing host's interfaces, from a trace header (may be empty)."""
+    raw = header.get("interfaces") or {}
+    return {int(k): str(v) for k, v in raw.items() if str(k).isdigit()}
 
 
 def _print_drops(out: Console, rep: Any) -> None:
@@ -106,8 +114,9 @@ def _replay_json(trace_file: str, with_events: bool) -> None:
 
     reader = TraceReader(trace_file)
     emit = click.echo
+    names = _interfaces(reader.contents.header)
     model = model_for(reader, keep_journeys=False,
-                      on_journey=lambda j: emit(json.dumps(j.to_json(), sort_keys=True)))
+                      on_journey=lambda j: emit(json.dumps(j.to_json(names), sort_keys=True)))
     funcs = model.funcs
     for batch in reader.event_batches():
         if with_events:

@@ -1,8 +1,17 @@
 """Find an interface's driver functions without naming any driver.
 
-The driver is the module behind ``/sys/class/net/<iface>/device/driver``.
-Its functions are found among the kernel's traceable functions tagged with
-that module, by role:
+The driver is found from what the kernel says about the interface, first
+that answers:
+
+1. ``/sys/class/net/<iface>/device/driver`` (and its ``module`` link): a
+   device on a bus (e1000, virtio_net);
+2. the ethtool driver-info ioctl: virtual devices with no bus device (veth);
+3. the ``IFF_LOOPBACK`` flag: the loopback device, which is always built in
+   and answers neither, takes the name ``loopback``.
+
+Its functions are the kernel's traceable functions tagged with that module;
+for a built-in driver, the untagged ones named ``<driver>_...``.  Among them,
+by role:
 
 ``xmit``      ndo_start_xmit: BTF signature ``(struct sk_buff *, struct net_device *)``
 ``poll``      the NAPI poll: BTF signature ``(struct napi_struct *, int)`` returning int
@@ -22,8 +31,13 @@ Choosing among candidates:
 
 from __future__ import annotations
 
+import array
+import fcntl
 import os
 import re
+import socket
+import struct
+from collections.abc import Callable
 
 from tracer.btf import Btf, BtfError
 from tracer.errors import SkbpathError
@@ -52,6 +66,12 @@ EXCLUDE: dict[str, tuple[str, ...]] = {
 # Name parts that suggest a ring setup/teardown function rather than the hot path.
 COLD_WORDS = frozenset({"ring", "rings", "all", "alloc", "setup", "init", "configure"})
 
+SIOCETHTOOL = 0x8946
+ETHTOOL_GDRVINFO = 0x00000003
+DRVINFO_SIZE = 196  # struct ethtool_drvinfo
+IFF_LOOPBACK = 0x8
+LOOPBACK_DRIVER = "loopback"
+
 XMIT_PARAMS = ["struct sk_buff *", "struct net_device *"]
 POLL_PARAMS = ["struct napi_struct *", "int"]
 
@@ -61,11 +81,28 @@ def base_name(symbol: str) -> str:
     return CLONE_SUFFIX.sub("", symbol)
 
 
-def interface_module(iface: str, root: str = "/") -> str | None:
-    """The kernel module driving ``iface``, or None for a virtual device.
+def ethtool_driver(iface: str) -> str | None:
+    """The driver name the ethtool driver-info ioctl reports for ``iface``, or None."""
+    buf = array.array("B", struct.pack("I", ETHTOOL_GDRVINFO) + bytes(DRVINFO_SIZE - 4))
+    addr, _ = buf.buffer_info()
+    ifreq = struct.pack("16sP", iface.encode()[:15], addr)
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            fcntl.ioctl(sock.fileno(), SIOCETHTOOL, ifreq)
+    except OSError:
+        return None  # lo and a few others have no driver info
+    name = buf.tobytes()[4:36].split(b"\0", 1)[0].decode(errors="replace")
+    return name or None
 
-    A built-in driver has no ``module`` link; its driver name is returned
-    then, which finds no module functions (see :func:`find_driver_functions`).
+
+def interface_module(
+    iface: str, root: str = "/", drvinfo: Callable[[str], str | None] = ethtool_driver
+) -> str | None:
+    """The driver of ``iface``: its kernel module's name, else the driver's; None if unknown.
+
+    See the module docstring for the order of the sources.  A built-in
+    driver's name finds its functions by prefix (:func:`find_driver_functions`).
+    ``drvinfo`` asks the kernel for the driver name (injectable for tests).
     Raises :class:`SkbpathError` if the interface does not exist.
     """
     netdir = os.path.join(root, "sys/class/net", iface)
@@ -78,7 +115,15 @@ def interface_module(iface: str, root: str = "/") -> str | None:
             return os.path.basename(os.readlink(link).rstrip("/"))
         except OSError:
             continue
-    return None
+    name = drvinfo(iface)
+    if name:
+        return name
+    try:
+        with open(os.path.join(netdir, "flags")) as fh:
+            flags = int(fh.read().strip(), 16)
+    except (OSError, ValueError):
+        return None
+    return LOOPBACK_DRIVER if flags & IFF_LOOPBACK else None
 
 
 def load_btf(module: str | None, root: str = "/") -> Btf | None:
@@ -128,14 +173,27 @@ def _by_signature(btf: Btf, names: set[str], params: list[str], returns: str | N
     return out
 
 
-def find_driver_functions(module: str, kernel: KernelInfo, btf: Btf | None) -> dict[str, list[str]]:
-    """Role -> traceable functions of ``module``; empty if it has none (built in).
+def driver_candidates(driver: str, kernel: KernelInfo) -> set[str]:
+    """The functions that may be ``driver``'s: its module's, else built-in ``driver_*`` ones.
+
+    Base names only; split-off parts (``.cold``) are not functions of their own.
+    """
+    names = kernel.module_functions(driver)
+    if not names:
+        # A built-in driver's functions carry no module tag: take its prefix
+        # (module names use "_" where driver names may use "-").
+        prefix = driver.replace("-", "_") + "_"
+        names = {n for n, m in kernel.traceable.items() if m is None and n.startswith(prefix)}
+    return {b for b in map(base_name, names) if "." not in b}
+
+
+def find_driver_functions(driver: str, kernel: KernelInfo, btf: Btf | None) -> dict[str, list[str]]:
+    """Role -> traceable functions of ``driver`` (see :func:`driver_candidates`).
 
     Names are clone-free base names (``foo``, not ``foo.isra.0``); resolution
     attaches to the clones.  Roles with nothing found are left out.
     """
-    # Split-off parts (".cold") are not functions of their own.
-    names = {b for b in map(base_name, kernel.module_functions(module)) if "." not in b}
+    names = driver_candidates(driver, kernel)
     if not names:
         return {}
     found: dict[str, list[str]] = {}

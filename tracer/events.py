@@ -12,6 +12,8 @@ from typing import NamedTuple
 ENTRY = 0
 EXIT = 1
 FLAG_MATCHED = 1
+# On a return: skb and aux carry the call's result, not an skb (tracer/routes.py).
+FLAG_RESULT = 2
 
 # ts, skb, tid, tgid, func, kind, flags, cpu, pad, stack_id, aux
 EVENT_STRUCT = struct.Struct("<QQIIHBBHHiI")

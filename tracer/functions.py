@@ -26,6 +26,8 @@ class FuncInfo:
     drop: bool = False
     fresh: bool = False
     aux_arg: int = 0
+    # What the return event carries: "" (nothing) or "route" (tracer/routes.py).
+    result: str = ""
     driver: str = ""
     symbols: tuple[str, ...] = field(default_factory=tuple)
 

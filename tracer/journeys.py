@@ -164,6 +164,8 @@ class JourneyBuilder:
         """Account a closed call in its journeys; finish journeys whose skbs are freed."""
         js = call.journeys
         if not js:
+            if call.result is not None:
+                self._add_result(call)
             return
         for j in js:
             j.open -= 1
@@ -179,6 +181,15 @@ class JourneyBuilder:
         for j in js:
             if j.end and j.open <= 0:
                 self._emit(j)
+
+    def _add_result(self, call: Call) -> None:
+        # A call without an skb that returned something about the packet (the
+        # route fib_table_lookup found) belongs to its nearest skb caller's journey.
+        a = call.parent
+        while a is not None and not a.skb:
+            a = a.parent
+        if a is not None and a.journeys:
+            a.journeys[-1].add(call)
 
     # -- lifecycle ---------------------------------------------------------
     def _finish(self, j: Journey, how: str) -> None:

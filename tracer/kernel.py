@@ -149,3 +149,18 @@ def read_kernel_info(root: str = "/") -> KernelInfo:
         tracefs=tracefs,
         by_module=by_module,
     )
+
+
+def interface_names(root: str = "/") -> dict[int, str]:
+    """ifindex -> name of this network namespace's interfaces (for routes' output devices)."""
+    netdir = os.path.join(root, "sys/class/net")
+    out: dict[int, str] = {}
+    try:
+        names = sorted(os.listdir(netdir))
+    except OSError:
+        return out
+    for name in names:
+        for line in _lines(os.path.join(netdir, name, "ifindex")):
+            if line.strip().isdigit():
+                out[int(line)] = name
+    return out

@@ -1,10 +1,22 @@
 """The lab: a real kernel in QEMU (through virtme-ng) to trace live.
 
 The guest boots Debian's 6.1 kernel on the host's root file system, with two
-e1000 NICs on a QEMU hub.  The second NIC moves into a network namespace, so
-traffic between 198.18.0.1 and 198.18.0.2 crosses the real driver paths.
-``skbpath trace`` runs inside the guest while the traffic command runs, and
-the trace comes back through a ``--rwdir`` shared folder.
+NICs (e1000, or virtio-net) on a QEMU hub, so traffic crosses real driver
+paths.  Topologies (built by tracer/lab_guest.sh):
+
+``pair``     the first NIC stays in the root namespace (198.18.0.1), the
+             second sits in netns ``skbpeer`` (198.18.0.2).  Traffic runs in
+             the root namespace.
+``forward``  the root namespace is a router: the first NIC is in netns
+             ``skbclient`` (198.18.0.2/25), the second is the router's
+             (198.18.0.1/25), and a veth pair leads from the router
+             (198.18.0.129/25) to netns ``skbpeer`` (198.18.0.130/25).
+             Traffic runs in ``skbclient`` and is forwarded from the NIC to
+             the veth.
+
+Every address is in 198.18.0.0/24, our own test range.  ``skbpath trace``
+runs inside the guest while the traffic command runs, and the trace comes
+back through a ``--rwdir`` shared folder.
 """
 
 from __future__ import annotations
@@ -24,8 +36,11 @@ from importlib import resources
 from .errors import SkbpathError
 
 DEFAULT_KERNEL = "/boot/vmlinuz-6.1.0-56-amd64"
-HOST_ADDR = "198.18.0.1"
-PEER_ADDR = "198.18.0.2"
+# The peer's address per topology: where $PEER points.
+PEER_ADDRS = {"pair": "198.18.0.2", "forward": "198.18.0.130"}
+TOPOLOGIES = tuple(PEER_ADDRS)
+# NIC model -> (QEMU device, the guest driver module that binds it).
+NICS = {"e1000": ("e1000", "e1000"), "virtio": ("virtio-net-pci", "virtio_net")}
 PRESETS = {
     # A TCP bulk transfer; -n bounds the trace to a few MB under TCG.
     "bulk": "iperf3 -c $PEER -n 16M -l 64K",
@@ -35,14 +50,26 @@ PRESETS = {
     "udp": "iperf3 -u -c $PEER -b 40M -n 2M -l 1400",
     # TCP and UDP to a closed port: drops with reason NO_SOCKET at the peer.
     "closed": '"$SKBPATH_PY" -m tracer.rr closed $PEER 5',
+    # A firewall DROP rule at the peer (nftables): drops with NETFILTER_DROP.
+    "firewall": 'ip netns exec skbpeer nft -f "$SKBPATH_ROOT/tracer/lab_firewall.nft" && '
+                '"$SKBPATH_PY" -m tracer.rr filtered $PEER 3',
+    # Forget every neighbour, then ping: ARP request, reply and the queued packet.
+    "arp": "ip neigh flush all && ip -n skbpeer neigh flush all && ping -c 3 -i 0.5 $PEER",
+    # TCP request/response over 127.0.0.1: loopback_xmit and the backlog.
+    "loopback": '"$SKBPATH_PY" -m tracer.rr server 127.0.0.1 & sleep 1; '
+                '"$SKBPATH_PY" -m tracer.rr client 127.0.0.1 100; kill $!',
 }
 # One lab at a time per machine: two TCG guests on two cores starve each other
 # (and the timings the lab measures).
 LOCK_PATH = "/tmp/skbpath-lab.lock"
-QEMU_NICS = (
-    "-netdev hubport,id=p0,hubid=0 -device e1000,netdev=p0 "
-    "-netdev hubport,id=p1,hubid=0 -device e1000,netdev=p1"
-)
+
+
+def qemu_nics(nic: str) -> str:
+    """QEMU options for two NICs of model ``nic`` on one hub."""
+    device = NICS[nic][0]
+    return " ".join(
+        f"-netdev hubport,id=p{i},hubid=0 -device {device},netdev=p{i}" for i in range(2)
+    )
 
 
 @dataclass
@@ -51,6 +78,8 @@ class LabOptions:
 
     output: str
     traffic: str = "bulk"
+    topology: str = "pair"
+    nic: str = "e1000"
     kernel: str = DEFAULT_KERNEL
     memory: str = "2G"
     trace_args: list[str] = field(default_factory=list)
@@ -76,6 +105,10 @@ def find_vng() -> str:
 
 def check_lab(opts: LabOptions) -> None:
     """Fail early, with one line, if the lab cannot boot here."""
+    if opts.topology not in PEER_ADDRS:
+        raise SkbpathError(f"--topology {opts.topology}: not one of {', '.join(TOPOLOGIES)}")
+    if opts.nic not in NICS:
+        raise SkbpathError(f"--nic {opts.nic}: not one of {', '.join(NICS)}")
     if not os.path.exists(opts.kernel):
         raise SkbpathError(
             f"lab kernel {opts.kernel} not found: apt-get install linux-image-6.1.0-56-amd64 "
@@ -137,8 +170,9 @@ def run_lab(opts: LabOptions, echo: bool = True) -> str:
             "SKBPATH_LOG": log_path,
             "SKBPATH_TRAFFIC": traffic_command(opts.traffic),
             "SKBPATH_TRACE_ARGS": shlex.join(opts.trace_args),
-            "HOST_ADDR": HOST_ADDR,
-            "PEER_ADDR": PEER_ADDR,
+            "SKBPATH_TOPOLOGY": opts.topology,
+            "SKBPATH_NIC_DRIVER": NICS[opts.nic][1],
+            "PEER_ADDR": PEER_ADDRS[opts.topology],
             "SKBPATH_MODE": opts.mode,
             "SKBPATH_BENCH_RUNS": str(opts.bench_runs),
             "SKBPATH_BENCH_SECONDS": str(opts.bench_seconds),
@@ -156,13 +190,13 @@ def run_lab(opts: LabOptions, echo: bool = True) -> str:
         opts.memory,
         "--rwdir",
         workdir,
-        f"--qemu-opts={QEMU_NICS}",
+        f"--qemu-opts={qemu_nics(opts.nic)}",
         "--exec",
         f"bash {shlex.quote(guest_script_path())} {shlex.quote(env_file)}",
     ]
     if echo:
-        print(f"skbpath lab: booting {os.path.basename(opts.kernel)} in QEMU (TCG)...",
-              file=sys.stderr)
+        print(f"skbpath lab: booting {os.path.basename(opts.kernel)} in QEMU (TCG), "
+              f"topology {opts.topology}, {opts.nic} NICs...", file=sys.stderr)
     try:
         with lab_lock(echo):
             proc = subprocess.run(

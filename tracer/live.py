@@ -24,7 +24,7 @@ from . import __version__
 from .bpfconfig import Filters, build_cflags
 from .errors import SkbpathError
 from .events import EVENT_SIZE, unpack_events
-from .kernel import KernelInfo
+from .kernel import KernelInfo, interface_names
 from .model import Model
 from .pairing import Call
 from .resolve import Resolution
@@ -168,6 +168,8 @@ def trace_header(
         "recorded_with": opts.recorded_with,
         # Names of kfree_skb_reason's codes, from this kernel's BTF.
         "drop_reasons": {str(k): v for k, v in sorted(opts.drop_reasons.items())},
+        # Output devices of recorded routes are ifindexes; these name them.
+        "interfaces": {str(k): v for k, v in sorted(interface_names().items())},
     }
 
 

@@ -15,6 +15,7 @@ from .drops import DropCounter
 from .functions import FuncTable
 from .journeys import Journey, JourneyBuilder
 from .pairing import Call, Pairer, PairingListener
+from .routes import RouteCounter, decode_route
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class Step:
     stack_id: int
     lost: bool
     aux: int = 0
+    result: tuple[int, int] | None = None  # what the return carried (tracer/routes.py)
 
 
 @dataclass(frozen=True)
@@ -65,8 +67,8 @@ class JourneyView:
         """Function names in step order."""
         return [s.func for s in self.steps]
 
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict (skb pointers as hex strings)."""
+    def to_json(self, interfaces: dict[int, str] | None = None) -> dict[str, Any]:
+        """A JSON-ready dict (skb pointers as hex strings, routes as text)."""
         return {
             "type": "journey",
             "id": self.id,
@@ -89,6 +91,7 @@ class JourneyView:
                     "tid": s.tid,
                     "stack_id": s.stack_id if s.stack_id >= 0 else None,
                     "aux": s.aux,
+                    "route": decode_route(*s.result).text(interfaces) if s.result else None,
                 }
                 for s in self.steps
             ],
@@ -122,6 +125,7 @@ def view_journey(j: Journey, funcs: FuncTable) -> JourneyView:
                 stack_id=c.stack_id,
                 lost=c.lost,
                 aux=c.aux,
+                result=c.result,
             )
         )
     return JourneyView(j.id, j.path.upper(), j.end, tuple(j.skbs), j.trigger, tuple(steps))
@@ -154,6 +158,7 @@ class Model:
         self.funcs = funcs
         self.calltree = CallTree(funcs, require_match=require_match)
         self.drops = DropCounter(funcs)
+        self.routes = RouteCounter(funcs)
         self.journey_list: list[JourneyView] = []
         self._keep = keep_journeys
         self._on_journey = on_journey
@@ -176,6 +181,7 @@ class Model:
     def _on_root(self, call: Call) -> None:
         self.calltree.add_root(call)
         self.drops.add_root(call)
+        self.routes.add_root(call)
         if self._on_root_cb is not None:
             self._on_root_cb(call)
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .events import ENTRY, FLAG_MATCHED
+from .events import ENTRY, FLAG_MATCHED, FLAG_RESULT
 from .functions import FuncTable
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ class Call:
         "journeys",
         "lost",
         "aux",
+        "result",
     )
 
     def __init__(
@@ -81,6 +82,8 @@ class Call:
         self.lost = False
         # The integer argument the catalog asked for (a drop reason), or 0.
         self.aux = 0
+        # What the return carried (FLAG_RESULT): (word, aux), e.g. a route.
+        self.result: tuple[int, int] | None = None
 
     @property
     def inclusive(self) -> int | None:
@@ -190,6 +193,8 @@ class Pairer:
                     call = st.pop()
                     closed += 1
                     call.exit = ts
+                    if flags & FLAG_RESULT:
+                        call.result = (skb, aux)
                     on_exit(call)
                     parent = call.parent
                     if parent is not None:
@@ -209,7 +214,10 @@ class Pairer:
                     while len(st) > i + 1:
                         stats.lost_exits += 1
                         close(st.pop(), None, True)
-                    close(st.pop(), ts, False)
+                    call = st.pop()
+                    if flags & FLAG_RESULT:
+                        call.result = (skb, aux)
+                    close(call, ts, False)
         finally:
             stats.events += n
             stats.calls += closed

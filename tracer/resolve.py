@@ -75,6 +75,7 @@ def _info(spec: ProbeSpec, func_id: int, name: str, symbols: list[str]) -> FuncI
         drop=spec.drop,
         fresh=spec.fresh,
         aux_arg=spec.aux_arg,
+        result=spec.result,
         driver=spec.driver,
         symbols=tuple(symbols),
     )

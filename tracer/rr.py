@@ -2,7 +2,8 @@
 
 ``server``/``client`` make a TCP request/response load; ``closed`` sends to
 closed ports, so the peer drops packets with a reason (TCP answers RST, UDP
-an ICMP port unreachable).
+an ICMP port unreachable); ``filtered`` sends to the port the lab's firewall
+drops (tracer/lab_firewall.nft), so nothing answers.
 
 Each exchange sends a 100-byte request and waits for a 100-byte response on
 one connection, so every packet's journey is short and easy to read.
@@ -64,6 +65,23 @@ def closed(addr: str, count: int) -> None:
     print(f"closed: {refused}/{count} TCP connects refused, {count} UDP datagrams sent")
 
 
+FILTERED_PORT = 5299  # dropped by tracer/lab_firewall.nft
+
+
+def filtered(addr: str, count: int) -> None:
+    """Try ``count`` TCP connects and UDP datagrams to the firewalled port on ``addr``."""
+    timed_out = 0
+    for _ in range(count):
+        try:
+            # The SYN and its retransmissions are dropped: give up after 1.5 s.
+            socket.create_connection((addr, FILTERED_PORT), timeout=1.5).close()
+        except (TimeoutError, OSError):
+            timed_out += 1
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.sendto(b"x" * 32, (addr, FILTERED_PORT))
+    print(f"filtered: {timed_out}/{count} TCP connects got no answer, {count} UDP datagrams sent")
+
+
 def main(argv: list[str]) -> None:
     """Entry point: ``server ADDR`` or ``client ADDR COUNT``."""
     if len(argv) >= 2 and argv[0] == "server":
@@ -72,9 +90,12 @@ def main(argv: list[str]) -> None:
         client(argv[1], int(argv[2]))
     elif len(argv) >= 3 and argv[0] == "closed":
         closed(argv[1], int(argv[2]))
+    elif len(argv) >= 3 and argv[0] == "filtered":
+        filtered(argv[1], int(argv[2]))
     else:
         raise SystemExit(
-            "usage: python -m tracer.rr server ADDR | client ADDR COUNT | closed ADDR COUNT"
+            "usage: python -m tracer.rr server ADDR | client ADDR COUNT | "
+            "closed ADDR COUNT | filtered ADDR COUNT"
         )
 
 

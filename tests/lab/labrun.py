@@ -15,11 +15,15 @@ from tracer.replay import Replay, replay
 
 
 def boot_and_trace(
-    tmp_path_factory: pytest.TempPathFactory, traffic: str, *trace_opts: str
+    tmp_path_factory: pytest.TempPathFactory,
+    traffic: str,
+    *trace_opts: str,
+    lab_opts: tuple[str, ...] = (),
 ) -> Replay:
     """Boot the lab with ``skbpath lab --traffic TRAFFIC`` and replay the trace it wrote.
 
-    ``trace_opts`` are passed to ``skbpath trace`` in the guest.
+    ``trace_opts`` are passed to ``skbpath trace`` in the guest; ``lab_opts``
+    to ``skbpath lab`` (``--topology forward``, ``--nic virtio``).
     """
     if os.geteuid() != 0:
         lab_unavailable("the lab needs root")
@@ -31,7 +35,8 @@ def boot_and_trace(
     out = tmp_path_factory.mktemp("lab") / "lab.skbtrace"
     opts = [f"--trace-opt={o}" for o in trace_opts]
     proc = subprocess.run(
-        [sys.executable, "-m", "tracer.cli", "lab", "--traffic", traffic, "-o", str(out), *opts],
+        [sys.executable, "-m", "tracer.cli", "lab", "--traffic", traffic, "-o", str(out),
+         *lab_opts, *opts],
         capture_output=True, text=True, timeout=1200, check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
