@@ -1,12 +1,22 @@
 // SPDX-License-Identifier: GPL-2.0
 //
-// skbpath's kprobe/kretprobe programs.  Compiled by bcc; configured only
-// through cflags (see tracer/bpfconfig.py), never by editing this text:
+// skbpath's BPF programs: kprobe/kretprobe, fentry/fexit and raw tracepoint
+// programs that all report through emit().  Compiled by bcc; configured only
+// through cflags (see tracer/bpfconfig.py), never by editing this text.  Each
+// list defaults to empty:
 //
-//   SKBPATH_PROBES      an X-macro list, e.g. "P(0,0,0,0,0,0) P(1,2,0,1,0,0)":
+//   SKBPATH_PROBES      kprobes, an X-macro list, e.g. "P(0,0,0,0,0,0) P(1,2,0,1,0,0)":
 //                       P(function id, skb argument (0 = none), deref, stack,
 //                         aux argument recorded as an integer (0 = none),
 //                         frees: the call ends the skb's life)
+//   SKBPATH_FENTRY      fentry/fexit trampolines (BTF-typed context), e.g.
+//                       "F(3,ip_rcv,1,0,0,0,0)": F(function id, exact symbol,
+//                         then as P).  A function may be in both lists: its
+//                         other symbols (clones) then use the kprobe.
+//   SKBPATH_TRACEPOINTS raw tracepoints, e.g. "T(5,net_dev_xmit,1,0,1,0)":
+//                       T(function id, tracepoint event, skb argument, aux
+//                         argument, stack, frees); positions are 1-based in
+//                         the tracepoint's own arguments (detected from BTF).
 //   RINGBUF_PAGES       ring buffer size in pages (power of two)
 //   STACK_ENTRIES       capacity of the kernel stack map
 //   TRACK_ENTRIES       capacity of the tracked-skb LRU map
@@ -18,7 +28,9 @@
 //   FILTER_COMM0/1      only sockets of tasks named so (comm as two u64s)
 //
 // One event goes out per function entry and one per return; user space
-// pairs them (tracer/pairing.py), so a lost return is detectable there.
+// pairs them (tracer/pairing.py), so a lost return is detectable there.  A
+// tracepoint hit is a zero-length call: its ENTRY and EXIT events go out as
+// one 80-byte record.
 
 #include <uapi/linux/ptrace.h>
 #include <uapi/linux/if_ether.h>
@@ -33,6 +45,7 @@
 
 #define KIND_ENTRY 0
 #define KIND_EXIT 1
+#define KIND_HIT 2  // emit() only: an ENTRY and an EXIT at the same time, one record
 #define FLAG_MATCHED 1
 
 // Counter slots, read by tracer/live.py.  Keep in step with COUNTERS there.
@@ -54,6 +67,16 @@ struct event {
     s32 stack_id;
     u32 aux;
 };
+
+#ifndef SKBPATH_PROBES
+#define SKBPATH_PROBES
+#endif
+#ifndef SKBPATH_FENTRY
+#define SKBPATH_FENTRY
+#endif
+#ifndef SKBPATH_TRACEPOINTS
+#define SKBPATH_TRACEPOINTS
+#endif
 
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_STACK_TRACE(stacks, STACK_ENTRIES);
@@ -208,8 +231,25 @@ static __always_inline int task_selected(void)
 }
 #endif
 
-static __always_inline int emit(struct pt_regs *ctx, u16 func, u8 kind, u64 skb, int want_stack,
-                                u32 aux)
+static __always_inline void fill(struct event *e, u64 ts, u64 id, u64 skb, u16 func, u8 kind,
+                                 u8 flags, u16 cpu, s32 stack_id, u32 aux)
+{
+    e->ts = ts;
+    e->skb = skb;
+    e->tid = (u32)id;
+    e->tgid = id >> 32;
+    e->func = func;
+    e->kind = kind;
+    e->flags = flags;
+    e->cpu = cpu;
+    e->pad = 0;
+    e->stack_id = stack_id;
+    e->aux = aux;
+}
+
+// Shared by every program type: ctx is only handed to get_stackid, which
+// takes a kprobe's pt_regs, a trampoline's or a raw tracepoint's context.
+static __always_inline int emit(void *ctx, u16 func, u8 kind, u64 skb, int want_stack, u32 aux)
 {
     u8 flags = 0;
 #ifdef FILTERING
@@ -229,12 +269,15 @@ static __always_inline int emit(struct pt_regs *ctx, u16 func, u8 kind, u64 skb,
         } else {
             int verdict = classify((struct sk_buff *)skb);
             if (verdict == VERDICT_NO) {
-                u64 key = frame_key(func);
-                u32 one = 1, *n = suppressed.lookup(&key);
-                if (n)
-                    *n += 1;
-                else
-                    suppressed.update(&key, &one);
+                // A hit has no separate return to drop later.
+                if (kind == KIND_ENTRY) {
+                    u64 key = frame_key(func);
+                    u32 one = 1, *n = suppressed.lookup(&key);
+                    if (n)
+                        *n += 1;
+                    else
+                        suppressed.update(&key, &one);
+                }
                 count(CNT_FILTERED);
                 return 0;
             }
@@ -246,28 +289,32 @@ static __always_inline int emit(struct pt_regs *ctx, u16 func, u8 kind, u64 skb,
         }
     }
 #endif
+    s32 stack_id = -1;
+    if (want_stack) {
+        stack_id = stacks.get_stackid(ctx, 0);
+        if (stack_id < 0)
+            count(CNT_STACK_LOST);
+    }
+    u64 id = bpf_get_current_pid_tgid();
+    u64 ts = bpf_ktime_get_ns();
+    u16 cpu = bpf_get_smp_processor_id();
+    if (kind == KIND_HIT) {
+        struct event *e = events.ringbuf_reserve(2 * sizeof(struct event));
+        if (!e) {
+            count(CNT_RINGBUF_LOST);
+            return 0;
+        }
+        fill(&e[0], ts, id, skb, func, KIND_ENTRY, flags, cpu, stack_id, aux);
+        fill(&e[1], ts, id, skb, func, KIND_EXIT, flags, cpu, -1, 0);
+        events.ringbuf_submit(e, 0);
+        return 0;
+    }
     struct event *e = events.ringbuf_reserve(sizeof(struct event));
     if (!e) {
         count(CNT_RINGBUF_LOST);
         return 0;
     }
-    u64 id = bpf_get_current_pid_tgid();
-    e->ts = bpf_ktime_get_ns();
-    e->skb = skb;
-    e->tid = (u32)id;
-    e->tgid = id >> 32;
-    e->func = func;
-    e->kind = kind;
-    e->flags = flags;
-    e->cpu = bpf_get_smp_processor_id();
-    e->pad = 0;
-    e->stack_id = -1;
-    e->aux = aux;
-    if (want_stack) {
-        e->stack_id = stacks.get_stackid(ctx, 0);
-        if (e->stack_id < 0)
-            count(CNT_STACK_LOST);
-    }
+    fill(e, ts, id, skb, func, kind, flags, cpu, stack_id, aux);
     events.ringbuf_submit(e, 0);
     return 0;
 }
@@ -284,31 +331,31 @@ static __always_inline u64 reg_arg(struct pt_regs *ctx, int pos)
     }
 }
 
-static __always_inline u64 skb_arg(struct pt_regs *ctx, int pos, int deref)
-{
-    u64 v = reg_arg(ctx, pos);
-    if (deref && v) {
-        u64 inner = 0;
-        bpf_probe_read_kernel(&inner, sizeof(inner), (void *)v);
-        v = inner;
-    }
-    return v;
-}
-
 #if defined(FILTER_TGID) || defined(FILTER_COMM0)
 // Socket-layer functions without an skb take the sock first; remember it.
-static __always_inline void learn_sock(struct pt_regs *ctx)
+static __always_inline void learn_sock(u64 sk)
 {
-    if (task_selected()) {
-        u64 sk = PT_REGS_PARM1(ctx);
+    if (sk && task_selected()) {
         u8 one = 1;
-        if (sk)
-            owned_socks.update(&sk, &one);
+        owned_socks.update(&sk, &one);
     }
 }
-#define LEARN_SOCK(arg) if ((arg) == 0) learn_sock(ctx)
+
+// Tracepoints have no socket-layer hook: learn the skb's socket while the
+// selected task is the one running.
+static __always_inline void learn_skb_sock(u64 skb)
+{
+    if (skb && task_selected()) {
+        u64 sk = 0;
+        bpf_probe_read_kernel(&sk, sizeof(sk), &((struct sk_buff *)skb)->sk);
+        learn_sock(sk);
+    }
+}
+#define LEARN_SOCK(arg, first) if ((arg) == 0) learn_sock(first)
+#define LEARN_SKB_SOCK(skb) learn_skb_sock(skb)
 #else
-#define LEARN_SOCK(arg)
+#define LEARN_SOCK(arg, first)
+#define LEARN_SKB_SOCK(skb)
 #endif
 
 #ifdef FILTERING
@@ -323,12 +370,22 @@ static __always_inline void untrack(u64 skb)
 #define UNTRACK(frees, skb)
 #endif
 
+static __always_inline u64 deref_skb(u64 v, int deref)
+{
+    if (deref && v) {
+        u64 inner = 0;
+        bpf_probe_read_kernel(&inner, sizeof(inner), (void *)v);
+        v = inner;
+    }
+    return v;
+}
+
 // One entry and one return program per function id.
 #define P(id, arg, deref, stack, aux, frees)                                   \
     int skbpath_entry_##id(struct pt_regs *ctx)                               \
     {                                                                         \
-        u64 skb = skb_arg(ctx, arg, deref);                                   \
-        LEARN_SOCK(arg);                                                      \
+        u64 skb = deref_skb(reg_arg(ctx, arg), deref);                        \
+        LEARN_SOCK(arg, PT_REGS_PARM1(ctx));                                  \
         emit(ctx, id, KIND_ENTRY, skb, stack, (u32)reg_arg(ctx, aux));        \
         UNTRACK(frees, skb);                                                  \
         return 0;                                                             \
@@ -338,4 +395,39 @@ static __always_inline void untrack(u64 skb)
         return emit(ctx, id, KIND_EXIT, 0, 0, 0);                             \
     }
 
+// A trampoline's context is the array of the function's arguments; the
+// verifier only lets a program read as many as the function has, so an
+// unused position must not even be read (hence the constant conditions).
+#define CTX_ARG(ctx, pos) ((pos) ? (u64)(ctx)[(pos) ? (pos) - 1 : 0] : 0)
+
+// fentry/fexit programs: bcc derives the target from the kfunc__/kretfunc__
+// name (vmlinux BTF only in bcc 0.26).  tracer/live.py attaches them itself.
+#define F(id, sym, arg, deref, stack, aux, frees)                              \
+    int kfunc__##sym(unsigned long long *ctx)                                 \
+    {                                                                         \
+        u64 skb = deref_skb(CTX_ARG(ctx, arg), deref);                        \
+        LEARN_SOCK(arg, CTX_ARG(ctx, 1));                                     \
+        emit(ctx, id, KIND_ENTRY, skb, stack, (u32)CTX_ARG(ctx, aux));        \
+        UNTRACK(frees, skb);                                                  \
+        return 0;                                                             \
+    }                                                                         \
+    int kretfunc__##sym(unsigned long long *ctx)                              \
+    {                                                                         \
+        return emit(ctx, id, KIND_EXIT, 0, 0, 0);                             \
+    }
+
+// Raw tracepoint programs: one record per hit, ENTRY and EXIT together.
+#define T(id, tp, arg, aux, stack, frees)                                      \
+    int skbpath_tp_##id(struct bpf_raw_tracepoint_args *ctx)                  \
+    {                                                                         \
+        u64 skb = (arg) ? ctx->args[(arg) ? (arg) - 1 : 0] : 0;                \
+        LEARN_SKB_SOCK(skb);                                                  \
+        emit(ctx, id, KIND_HIT, skb, stack,                                   \
+             (aux) ? (u32)ctx->args[(aux) ? (aux) - 1 : 0] : 0);               \
+        UNTRACK(frees, skb);                                                  \
+        return 0;                                                             \
+    }
+
 SKBPATH_PROBES
+SKBPATH_FENTRY
+SKBPATH_TRACEPOINTS

@@ -23,6 +23,15 @@ from tracer.errors import SkbpathError
 from tracer.functions import FuncInfo, FuncTable
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def tracepoint_table_demo() -> FuncTable:
+    """A two-tracepoint table shaped like tracer/rawtp.py's."""
+    return FuncTable([
+        FuncInfo(0, "net:net_dev_queue", "tx", "device", skb_arg=1, symbols=("net_dev_queue",)),
+        FuncInfo(1, "skb:kfree_skb", "free", "memory", skb_arg=1, aux_arg=3, stack=True,
+                 frees=True, drop=True, symbols=("kfree_skb",)),
+    ])
 C_SOURCE = Path(bpf_source()).read_text()
 ALL_FILTERS = Filters(pid=42, comm="iperf3", iface="eth0", ifindex=3, proto="udp", port=53,
                       host="192.168.1.2")
@@ -172,6 +181,9 @@ def test_c_file_expands_the_probe_list() -> None:
 
 def test_c_file_uses_every_macro_bpfconfig_sets() -> None:
     names = set(flag_dict(build_cflags(demo_table(), ALL_FILTERS)))
+    # The other modes' lists (see tests/test_attach.py for their content).
+    names |= set(flag_dict(build_cflags(demo_table(), ALL_FILTERS, "fentry", {0: "__sys_sendto"})))
+    names |= set(flag_dict(build_cflags(tracepoint_table_demo(), ALL_FILTERS, "tracepoint")))
     source_names = set(re.findall(r"-D(\w+)=", (ROOT / "tracer" / "bpfconfig.py").read_text()))
     assert source_names <= names  # every -D in bpfconfig.py is produced by ALL_FILTERS
     assert {n for n in names if n.startswith("FILTER_")} == {

@@ -249,3 +249,84 @@ def test_real_vmlinux_btf() -> None:
     assert params is not None and params[0] == "struct sk_buff *"
     assert reasons is not None and reasons.get(0) == "SKB_NOT_DROPPED_YET"
     assert elapsed < 1.5
+
+
+# ---------------------------------------------------------------- tracepoint typedefs
+def tracepoint_btf() -> Btf:
+    """Tracepoint typedefs as the kernel emits them: ``btf_trace_<event>``."""
+    e = Encoder()
+    void_p = e.ptr(0)
+    i = e.int_("int")
+    skb_p = e.ptr(e.struct_("sk_buff", [("len", i)]))
+    const_skb_p = e.ptr(e.const(e.struct_("sk_buff_c", [("len", i)])))
+    sock_p = e.ptr(e.struct_("sock", [("x", i)]))
+    reason = e.enum("skb_drop_reason", [("SKB_DROP_REASON_NOT_SPECIFIED", 2)])
+    # kfree_skb with the reason third (as in 6.1) and a later-style fourth argument.
+    e.typedef("btf_trace_kfree_skb", e.ptr(e.proto(0, [void_p, skb_p, void_p, reason, sock_p])))
+    e.typedef("btf_trace_tcp_probe", e.ptr(e.proto(0, [void_p, sock_p, skb_p])))
+    e.typedef("btf_trace_skb_const", e.ptr(e.proto(0, [void_p, const_skb_p])))
+    e.typedef("btf_trace_napi_poll", e.ptr(e.proto(0, [void_p, i, i])))
+    e.typedef("not_a_func_ptr", i)
+    e.typedef("btf_trace_typedef_of_typedef", e.typedef("inner", e.ptr(e.proto(0, [void_p]))))
+    return Btf(e.blob())
+
+
+def test_typedef_func_params() -> None:
+    btf = tracepoint_btf()
+    assert btf.typedef_func_params("btf_trace_kfree_skb") == [
+        "void *", "struct sk_buff *", "void *", "enum skb_drop_reason", "struct sock *"]
+    assert btf.typedef_func_params("btf_trace_napi_poll") == ["void *", "int", "int"]
+    assert btf.typedef_func_params("btf_trace_typedef_of_typedef") == ["void *"]
+    assert btf.typedef_func_params("not_a_func_ptr") is None
+    assert btf.typedef_func_params("btf_trace_nope") is None
+
+
+def test_tracepoint_args_drop_the_data_pointer() -> None:
+    from tracer.rawtp import tracepoint_args
+
+    btf = tracepoint_btf()
+    assert tracepoint_args(btf, "tcp_probe") == ["struct sock *", "struct sk_buff *"]
+    assert tracepoint_args(btf, "nope") is None
+
+
+def test_tracepoint_table_detects_positions_from_btf() -> None:
+    from tracer.rawtp import tracepoint_table
+
+    e = Encoder()
+    void_p = e.ptr(0)
+    i = e.int_("int")
+    skb_p = e.ptr(e.struct_("sk_buff", [("len", i)]))
+    sock_p = e.ptr(e.struct_("sock", [("x", i)]))
+    reason = e.enum("skb_drop_reason", [("SKB_DROP_REASON_NOT_SPECIFIED", 2)])
+    e.typedef("btf_trace_net_dev_queue", e.ptr(e.proto(0, [void_p, skb_p])))
+    e.typedef("btf_trace_tcp_probe", e.ptr(e.proto(0, [void_p, sock_p, skb_p])))
+    # A kernel whose kfree_skb has the reason fourth.
+    e.typedef("btf_trace_kfree_skb",
+              e.ptr(e.proto(0, [void_p, skb_p, void_p, sock_p, reason])))
+    # netif_rx without an skb argument cannot be used.
+    e.typedef("btf_trace_netif_rx", e.ptr(e.proto(0, [void_p, i])))
+    e.typedef("btf_trace_napi_poll", e.ptr(e.proto(0, [void_p, i, i, i])))
+    funcs, skipped = tracepoint_table(Btf(e.blob()))
+    got = {f.name: (f.skb_arg, f.aux_arg, f.symbols) for f in funcs.funcs}
+    assert got == {
+        "net:net_dev_queue": (1, 0, ("net_dev_queue",)),
+        "tcp:tcp_probe": (2, 0, ("tcp_probe",)),
+        "skb:kfree_skb": (1, 4, ("kfree_skb",)),
+        "napi:napi_poll": (0, 0, ("napi_poll",)),
+    }
+    assert [f.id for f in funcs.funcs] == list(range(4))
+    reasons = {s.name: s.reason for s in skipped}
+    assert "no struct sk_buff * argument" in reasons["net:netif_rx"]
+    assert "no such tracepoint" in reasons["net:net_dev_xmit"]
+    kfree = next(f for f in funcs.funcs if f.name == "skb:kfree_skb")
+    assert kfree.stack and kfree.frees and kfree.drop
+
+
+def test_strip_tracing_frames() -> None:
+    from tracer.rawtp import strip_tracing_frames
+
+    frames = ["bpf_prog_6deef7357e7b4530_skbpath_tp_18+0x3c", "bpf_trace_run3+0x8c",
+              "__bpf_trace_kfree_skb+0x9", "kfree_skb_reason+0x88", "tcp_v4_rcv+0x7a4"]
+    assert strip_tracing_frames(frames) == ["kfree_skb_reason+0x88", "tcp_v4_rcv+0x7a4"]
+    assert strip_tracing_frames(["bpf_trace_run1+0x1"]) == ["bpf_trace_run1+0x1"]
+    assert strip_tracing_frames([]) == []

@@ -323,9 +323,13 @@ def test_auto_falls_back_to_tracefs_saying_why(
     monkeypatch.setitem(sys.modules, "bcc", types.ModuleType("bcc"))
     assert cli_record._choose_attach(_kernel()) == "tracefs"
     err = capsys.readouterr().err
-    assert err == ("skbpath: no kprobes and no headers for 6.18.44-test: using tracefs "
-                   "(tracepoints; coarser journeys)\n")
+    assert err == ("skbpath: 6.18.44-test: no fentry: no BPF trampolines, no headers; "
+                   "no kprobe: no kprobes, no headers; no tracepoint: no raw tracepoints, "
+                   "no headers: using tracefs (tracepoints; coarser journeys)\n")
     assert cli_record._choose_attach(_kernel(has_kprobes=True, has_headers=True)) == "kprobe"
+    assert capsys.readouterr().err == "skbpath: 6.18.44-test: no fentry: no BPF trampolines: " \
+        "using kprobe\n"
+    assert cli_record._choose_attach(_kernel(has_fentry=True, has_headers=True)) == "fentry"
     assert capsys.readouterr().err == ""
     monkeypatch.setitem(sys.modules, "bcc", None)
     from tracer.live import kprobe_gaps

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import struct
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -48,12 +49,60 @@ def probe_list(funcs: FuncTable) -> str:
     )
 
 
-def build_cflags(funcs: FuncTable, filters: Filters) -> list[str]:
-    """The cflags that configure probes/skbpath.bpf.c for these functions and filters."""
+def fentry_list(funcs: FuncTable, fentry: Mapping[int, str]) -> str:
+    """The fentry X-macro list: ``F(id, symbol, skb argument, deref, stack, aux, frees)``.
+
+    ``fentry`` maps the function ids attached by trampoline to their symbol.
+    """
+    out = []
+    for f in funcs.funcs:
+        sym = fentry.get(f.id)
+        if sym is None:
+            continue
+        if not sym.isidentifier():
+            raise SkbpathError(f"{sym!r} cannot be attached by fentry (not a C identifier)")
+        out.append(f"F({f.id},{sym},{f.skb_arg},{int(f.skb_deref)},{int(f.stack)},"
+                   f"{f.aux_arg},{int(f.frees)})")
+    return " ".join(out)
+
+
+def tracepoint_list(funcs: FuncTable) -> str:
+    """The raw tracepoint X-macro list: ``T(id, event, skb argument, aux, stack, frees)``.
+
+    For tracepoint mode's table (tracer/rawtp.py): ``symbols[0]`` is the event.
+    """
+    out = []
+    for f in funcs.funcs:
+        event = f.symbols[0] if f.symbols else ""
+        if not event.isidentifier():
+            raise SkbpathError(f"{f.name}: {event!r} is not a raw tracepoint name")
+        out.append(f"T({f.id},{event},{f.skb_arg},{f.aux_arg},{int(f.stack)},{int(f.frees)})")
+    return " ".join(out)
+
+
+def build_cflags(
+    funcs: FuncTable, filters: Filters, attach: str = "kprobe",
+    fentry: Mapping[int, str] | None = None,
+) -> list[str]:
+    """The cflags that configure probes/skbpath.bpf.c for these functions and filters.
+
+    ``attach`` is kprobe, fentry or tracepoint.  In fentry mode every function
+    also gets its kprobe programs, so that whatever the trampoline cannot take
+    (clones, module functions, a failed load) falls back in the same program;
+    ``fentry`` names the ids and symbols attached by trampoline.
+    """
     if not funcs.funcs:
         raise SkbpathError("no function of the catalog could be resolved on this kernel")
+    if attach == "tracepoint":
+        lists = [f"-DSKBPATH_TRACEPOINTS={tracepoint_list(funcs)}"]
+    elif attach in ("kprobe", "fentry"):
+        lists = [f"-DSKBPATH_PROBES={probe_list(funcs)}"]
+        if attach == "fentry" and fentry:
+            lists.append(f"-DSKBPATH_FENTRY={fentry_list(funcs, fentry)}")
+    else:
+        raise SkbpathError(f"--attach {attach} loads no BPF program")
     flags = [
-        f"-DSKBPATH_PROBES={probe_list(funcs)}",
+        *lists,
         f"-DRINGBUF_PAGES={RINGBUF_PAGES}",
         f"-DSTACK_ENTRIES={STACK_ENTRIES}",
         f"-DTRACK_ENTRIES={TRACK_ENTRIES}",

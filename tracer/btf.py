@@ -1,7 +1,9 @@
 """A minimal reader of BTF, the kernel's own type format.
 
 Only what skbpath needs is decoded: function signatures (FUNC -> FUNC_PROTO ->
-parameter types, named as C would write them) and enum values.  The layout
+parameter types, named as C would write them), the prototypes behind
+function-pointer typedefs (a tracepoint's ``btf_trace_<event>``) and enum
+values.  The layout
 follows the kernel's ``Documentation/bpf/btf.rst``::
 
     header   magic u16 0xeB9F, version u8, flags u8, hdr_len u32,
@@ -115,6 +117,7 @@ class Btf:
         self.nr_types: int = len(self._offsets)
         self._funcs: dict[str, int] | None = None
         self._enums: dict[str, int] | None = None
+        self._typedefs: dict[str, int] | None = None
 
     @classmethod
     def load(cls, path: str, base: Btf | None = None) -> Btf:
@@ -264,9 +267,16 @@ class Btf:
             return None
         t = self._type(func_id)
         assert t is not None
-        proto = self._type(t[4])
-        if proto is None or proto[2] != KIND_FUNC_PROTO:
+        sig = self._proto_signature(t[4])
+        if sig is None:
             raise BtfError(f"{self.source}: FUNC {name} does not point to a FUNC_PROTO")
+        return sig
+
+    def _proto_signature(self, proto_id: int) -> tuple[str, list[str]] | None:
+        """(return type, parameter types) of FUNC_PROTO ``proto_id``; None if not one."""
+        proto = self._type(proto_id)
+        if proto is None or proto[2] != KIND_FUNC_PROTO:
+            return None
         owner, off, _, info, ret_id = proto
         params = []
         for i in range(info & 0xFFFF):
@@ -277,6 +287,42 @@ class Btf:
             else:
                 params.append(self.type_name(p_type))
         return self.type_name(ret_id), params
+
+    def typedef_func_params(self, name: str) -> list[str] | None:
+        """Parameter types of the function-pointer TYPEDEF ``name``; None if absent.
+
+        For ``typedef void (*btf_trace_kfree_skb)(void *, struct sk_buff *, ...)``
+        this gives ``["void *", "struct sk_buff *", ...]``.  None too when the
+        typedef is not a pointer to a function prototype.
+        """
+        b: Btf | None = self
+        type_id = None
+        while b is not None:
+            if b._typedefs is None:
+                b._typedefs = b._index(frozenset({KIND_TYPEDEF}))
+            if name in b._typedefs:
+                type_id = b._typedefs[name]
+                break
+            b = b.base
+        if type_id is None:
+            return None
+        t = self._type(type_id)
+        assert t is not None
+        target = t[4]
+        # Look through qualifiers to the pointer, then to the prototype.
+        for _ in range(_MAX_CHAIN):
+            tt = self._type(target) if target else None
+            if tt is None:
+                return None
+            kind = tt[2]
+            if kind == KIND_PTR or kind in _TRANSPARENT:
+                if kind == KIND_PTR:
+                    sig = self._proto_signature(tt[4])
+                    return None if sig is None else sig[1]
+                target = tt[4]
+                continue
+            return None
+        raise BtfError(f"{self.source}: type reference loop at typedef {name}")
 
     def func_params(self, name: str) -> list[str] | None:
         """Parameter types of FUNC ``name``, e.g. ``["struct sk_buff *", "int"]``."""

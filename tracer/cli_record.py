@@ -1,4 +1,5 @@
-"""The CLI commands that record traces: ``trace`` (live, kprobe or tracefs) and ``lab``."""
+"""The CLI commands that record traces: ``trace`` (live: fentry, kprobe, tracepoint or
+tracefs) and ``lab``."""
 
 from __future__ import annotations
 
@@ -87,10 +88,12 @@ def _ifindex(iface: str) -> int:
 @click.option("--proto", type=click.Choice(["tcp", "udp"]), help="Only this protocol (IPv4).")
 @click.option("--port", type=int, help="Only packets with this source or destination port.")
 @click.option("--host", help="Only packets to or from this IPv4 address.")
-@click.option("--attach", type=click.Choice(["auto", "kprobe", "tracefs"]), default="auto",
-              show_default=True,
-              help="kprobe: bcc kprobes (needs kprobes and headers); tracefs: tracepoints "
-                   "read from a private ftrace instance, no BPF; auto: kprobe when possible.")
+@click.option("--attach", type=click.Choice(["auto", "fentry", "kprobe", "tracepoint", "tracefs"]),
+              default="auto", show_default=True,
+              help="fentry: BPF trampolines, kprobes where they cannot go (needs BTF); "
+                   "kprobe: kprobes and kretprobes; tracepoint: BPF on the tracepoints of "
+                   "tracefs mode (no kprobes needed; BTF); tracefs: tracepoints read from "
+                   "ftrace, no BPF; auto: the first of these that this machine can do.")
 @click.option("--ebpf", is_flag=True, help="Print the BPF C and its cflags, then exit.")
 @click.option("--list-probes", is_flag=True, help="Print how the catalog resolved, then exit.")
 @click.option("--ready-file", hidden=True, help="Written once probes are attached (lab use).")
@@ -113,11 +116,15 @@ def trace(
     vmlinux: str | None,
     module_debug: tuple[str, ...],
 ) -> None:
-    """Trace packets live (needs root): kprobes through bcc, or tracepoints through tracefs.
+    """Trace packets live (needs root): BPF through bcc, or tracepoints through tracefs.
 
-    kprobe mode needs bcc, kprobes and kernel headers; tracefs mode needs
-    only tracefs, and records tracepoints (coarser journeys, no latencies of
-    their own).  --attach auto picks kprobe when it can, and says why not.
+    The BPF modes need bcc and kernel headers.  fentry (BTF and BPF
+    trampolines) costs least per call and falls back to kprobes for module
+    functions and clones; kprobe needs kprobes; tracepoint (BTF) records
+    tracefs mode's tracepoints with real skb addresses and filters.  tracefs
+    mode needs only tracefs.  Tracepoint modes give coarser journeys and no
+    latencies of their own.  --attach auto picks the first mode this machine
+    can do, in that order, and says in one line why not the better ones.
 
     \b
     Examples:
@@ -125,53 +132,66 @@ def trace(
       sudo skbpath trace --iface eth0 --proto tcp --port 443
       sudo skbpath trace --comm iperf3 -o iperf.skbtrace   # Ctrl-C to stop
       sudo skbpath trace --attach tracefs --iface eth0 -d 5
+      sudo skbpath trace --attach tracepoint --proto tcp -d 5
       skbpath trace --ebpf          # show the generated program
+      skbpath trace --attach fentry --list-probes   # which functions use fentry
     """
     from probes.catalog import bpf_source
 
     from .bpfconfig import Filters, build_cflags
+    from .kernel import read_kernel_info
 
-    if attach == "tracefs" and (list_probes or ebpf):
+    inspect = list_probes or ebpf
+    if not inspect and os.geteuid() != 0:
+        raise SkbpathError("skbpath trace needs root: run it with sudo")
+    if attach == "tracefs" and inspect:
         _tracefs_list(ebpf)
         return
-    if list_probes or ebpf:
-        kernel, resolution = _resolve(iface)
-    else:
-        if os.geteuid() != 0:
-            raise SkbpathError("skbpath trace needs root: run it with sudo")
-        from .kernel import read_kernel_info
-
-        kernel = read_kernel_info()
-        if attach == "auto":
-            attach = _choose_attach(kernel)
-        if attach == "tracefs":
-            _trace_tracefs(kernel, output, duration, iface, pid, comm, proto, port, host,
-                           ready_file, recorded_with, vmlinux, module_debug)
+    kernel = read_kernel_info()
+    if attach == "auto":
+        # Printing the program needs neither bcc nor headers: choose as if present.
+        attach = _choose_attach(kernel, compile_needs=not inspect)
+        if attach == "tracefs" and inspect:
+            _tracefs_list(ebpf)
             return
-        kernel, resolution = _resolve(iface, kernel)
+    if attach == "tracefs":
+        _trace_tracefs(kernel, output, duration, iface, pid, comm, proto, port, host,
+                       ready_file, recorded_with, vmlinux, module_debug)
+        return
+    if not inspect:
+        from .live import check_environment
+
+        check_environment(kernel, attach)
+    plan = None
+    if attach == "tracepoint":
+        resolution = _tracepoint_resolution(kernel)
+    else:
+        _kernel, resolution = _resolve(iface, kernel)
+        if attach == "fentry":
+            plan = _fentry_plan(kernel, resolution)
     filters = Filters(
         pid=pid, comm=comm, iface=iface, ifindex=_ifindex(iface) if iface else None,
         proto=proto, port=port, host=host,
     )
-    if list_probes or ebpf:
+    if inspect:
         if list_probes:
-            for f in resolution.funcs.funcs:
-                click.echo(f"{f.id:3d} {f.name:34s} {f.path:4s} {f.layer:9s} "
-                           f"skb_arg={f.skb_arg} {','.join(f.symbols)}")
-            for s in resolution.skipped:
-                click.echo(f"  - {s.name:34s} skipped: {s.reason}")
+            _list_probes(resolution, attach, plan)
         if ebpf:
-            cflags = build_cflags(resolution.funcs, filters)
+            cflags = build_cflags(resolution.funcs, filters, attach,
+                                  plan.fentry if plan else None)
             click.echo("// cflags:\n//   " + "\n//   ".join(cflags))
             with open(bpf_source()) as fh:
                 click.echo(fh.read())
         return
-    from .live import LiveTracer, TraceOptions, check_environment
+    from .live import LiveTracer, TraceOptions
 
-    check_environment(kernel)
     err = _stderr()
-    err.print(f"skbpath: {len(resolution.funcs)} functions resolved, "
+    what = "tracepoints" if attach == "tracepoint" else "functions"
+    err.print(f"skbpath: {attach}: {len(resolution.funcs)} {what} resolved, "
               f"{len(resolution.skipped)} skipped (see --list-probes)")
+    if plan is not None:
+        err.print(f"skbpath: fentry for {len(plan.fentry)} functions, kprobes for "
+                  f"{len(plan.kprobe)} symbols (see --list-probes)")
     opts = TraceOptions(output=output, duration=duration, filters=filters, ready_file=ready_file,
                         recorded_with=recorded_with, drop_reasons=_drop_reasons(kernel))
 
@@ -179,7 +199,7 @@ def trace(
         err.print(f"  {elapsed:6.1f} s  {events:>10,d} events  {lost:>8,d} lost", highlight=False)
 
     err.print("skbpath: compiling and attaching (Ctrl-C stops)...")
-    result = LiveTracer(kernel, resolution, opts, progress).run()
+    result = LiveTracer(kernel, resolution, opts, progress, attach, plan).run()
     summary = result.model.summary()
     err.print(
         f"skbpath: {result.events:,d} events in {result.duration:.1f} s, "
@@ -201,17 +221,76 @@ def _add_sources(output: str, vmlinux: str | None, module_debug: tuple[str, ...]
         _stderr().print(f"skbpath: source lines for {len(mapped)} functions added to {output}")
 
 
-def _choose_attach(kernel: Any) -> str:
-    """--attach auto: kprobe when check_environment would pass, else tracefs, saying why."""
-    from .live import kprobe_gaps
+def _choose_attach(kernel: Any, compile_needs: bool = True) -> str:
+    """--attach auto: the first mode this machine can do; one line on why not the better ones.
 
-    gaps = kprobe_gaps(kernel)
-    if not gaps:
-        return "kprobe"
-    words = ", ".join(gaps[:-1]) + " and " + gaps[-1] if len(gaps) > 1 else gaps[0]
-    click.echo(f"skbpath: {words} for {kernel.release}: using tracefs "
-               "(tracepoints; coarser journeys)", err=True)
-    return "tracefs"
+    Without ``compile_needs`` (--list-probes, --ebpf) bcc and headers are
+    assumed, since only the kernel's own features decide what would run.
+    """
+    from dataclasses import replace
+
+    from .attach import choose_attach
+    from .live import features
+
+    feat = features(kernel)
+    if not compile_needs:
+        feat = replace(feat, bcc=True, headers=True)
+    mode, why = choose_attach(feat)
+    if why:
+        tail = " (tracepoints; coarser journeys)" if mode in ("tracefs", "tracepoint") else ""
+        click.echo(f"skbpath: {kernel.release}: no {'; no '.join(why)}: using {mode}{tail}",
+                   err=True)
+    return mode
+
+
+def _tracepoint_resolution(kernel: Any) -> Any:
+    """tracepoint mode's function table: the tracepoints in this kernel's BTF."""
+    from .btf import Btf, BtfError
+    from .rawtp import tracepoint_table
+    from .resolve import Resolution
+
+    try:
+        btf = Btf.load("/sys/kernel/btf/vmlinux")
+    except (OSError, BtfError) as exc:
+        raise SkbpathError(f"--attach tracepoint needs the kernel's BTF: {exc}") from exc
+    funcs, skipped = tracepoint_table(btf)
+    if not funcs.funcs:
+        raise SkbpathError(f"--attach tracepoint: none of skbpath's tracepoints is in "
+                           f"{kernel.release}'s BTF")
+    return Resolution(funcs, skipped)
+
+
+def _fentry_plan(kernel: Any, resolution: Any) -> Any:
+    """Which resolved functions fentry mode attaches by trampoline (vmlinux BTF only)."""
+    from .attach import fentry_plan
+    from .btf import Btf, BtfError
+
+    btf = None
+    if kernel.has_btf:
+        try:
+            btf = Btf.load("/sys/kernel/btf/vmlinux")
+        except (OSError, BtfError):
+            btf = None
+    return fentry_plan(resolution.funcs, btf, kernel.traceable)
+
+
+def _list_probes(resolution: Any, attach: str, plan: Any) -> None:
+    """--list-probes: one line per function (with how fentry mode attaches it), then the skipped."""
+    for f in resolution.funcs.funcs:
+        line = f"{f.id:3d} {f.name:34s} {f.path:4s} {f.layer:9s} skb_arg={f.skb_arg}"
+        if attach == "tracepoint":
+            line += f" aux_arg={f.aux_arg}{' stack' if f.stack else ''} raw_tp={f.symbols[0]}"
+        else:
+            line += f" {','.join(f.symbols)}"
+        if plan is not None:
+            via = ["fentry"] if f.id in plan.fentry else []
+            reasons = {plan.kprobe[s] for s in f.symbols if s in plan.kprobe}
+            if reasons:
+                via.append(f"kprobe ({'; '.join(sorted(reasons))})")
+            line += f"  via {' + '.join(via)}"
+        click.echo(line)
+    for s in resolution.skipped:
+        click.echo(f"  - {s.name:34s} skipped: {s.reason}")
 
 
 def _tracefs_list(ebpf: bool) -> None:

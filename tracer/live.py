@@ -1,9 +1,11 @@
 """Live tracing with bcc: the only module that imports bcc, and only lazily.
 
-Flow: check the machine, write the trace header, compile and attach, then
-poll the ring buffer, streaming raw events to the trace file and through the
-model.  Ctrl-C, SIGTERM or ``--duration`` stop it; probes are detached and
-the buffer drained before the final records are written.
+Flow: check the machine, compile and attach (kprobes, fentry trampolines
+with kprobe fallback, or raw tracepoints: see tracer/attach.py), write the
+trace header with what was attached how, then poll the ring buffer,
+streaming raw events to the trace file and through the model.  Ctrl-C,
+SIGTERM or ``--duration`` stop it; probes are detached and the buffer
+drained before the final records are written.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from types import FrameType
 from typing import Any
 
 from . import __version__
+from .attach import Features, FentryPlan, mode_gaps
 from .bpfconfig import Filters, build_cflags
 from .errors import SkbpathError
 from .events import EVENT_SIZE, unpack_events
 from .kernel import KernelInfo, interface_names
 from .model import Model
 from .pairing import Call
+from .rawtp import strip_tracing_frames
 from .resolve import Resolution
 from .tracefile import END, STACKS, STATS, TASKS, TraceWriter
 
@@ -43,20 +47,18 @@ def bcc_available() -> bool:
     return True
 
 
+def features(kernel: KernelInfo) -> Features:
+    """What the BPF modes depend on, on this machine (bcc looked up, not imported)."""
+    return Features.detect(kernel, bcc_available(), platform.machine())
+
+
 def kprobe_gaps(kernel: KernelInfo) -> list[str]:
     """What kprobe mode lacks on this machine (besides root), in words; empty if nothing."""
-    gaps = []
-    if not bcc_available():
-        gaps.append("no bcc")
-    if not kernel.has_kprobes:
-        gaps.append("no kprobes")
-    if not kernel.has_headers:
-        gaps.append("no headers")
-    return gaps
+    return mode_gaps(features(kernel), "kprobe")
 
 
 def check_environment(kernel: KernelInfo, attach: str = "kprobe") -> None:
-    """Raise one clear error, exit code 2, if this machine cannot trace live."""
+    """Raise one clear error, exit code 2, if this machine cannot trace live in ``attach`` mode."""
     if os.geteuid() != 0:
         raise SkbpathError("skbpath trace needs root: run it with sudo")
     try:
@@ -69,8 +71,17 @@ def check_environment(kernel: KernelInfo, attach: str = "kprobe") -> None:
     if attach == "kprobe" and not kernel.has_kprobes:
         raise SkbpathError(
             f"this kernel ({kernel.release}) has no kprobes (CONFIG_KPROBES is off); "
-            "trace a kernel that has them, e.g. with 'skbpath lab'"
+            "trace a kernel that has them, e.g. with 'skbpath lab', or use --attach tracepoint"
         )
+    if attach in ("fentry", "tracepoint") and not kernel.has_btf:
+        raise SkbpathError(
+            f"--attach {attach}: this kernel ({kernel.release}) has no BTF "
+            "(/sys/kernel/btf/vmlinux); use --attach kprobe or tracefs"
+        )
+    gaps = [g for g in mode_gaps(features(kernel), attach) if g not in ("no bcc", "no headers")]
+    if gaps:
+        raise SkbpathError(f"--attach {attach} is not possible on {kernel.release}: "
+                           f"{', '.join(gaps)}; try --attach auto")
     if not kernel.has_headers:
         raise SkbpathError(
             f"no kernel headers for {kernel.release}: apt-get install "
@@ -147,10 +158,15 @@ def chown_to_invoker(path: str) -> None:
 
 
 def trace_header(
-    kernel: KernelInfo, resolution: Resolution, opts: TraceOptions, cflags: list[str]
+    kernel: KernelInfo, resolution: Resolution, opts: TraceOptions, cflags: list[str],
+    attach: str = "kprobe", attach_by: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
-    """The HEADER record of a live trace."""
-    return {
+    """The HEADER record of a live trace.
+
+    ``attach_by`` maps each mechanism (fentry, kprobe, raw_tracepoint) to the
+    symbols it was attached to; omitted when not given.
+    """
+    header = {
         "format": "skbpath-trace",
         "version": 1,
         "tool": "skbpath",
@@ -158,7 +174,7 @@ def trace_header(
         "kernel": kernel.release,
         "machine": platform.machine(),
         "host": socket.gethostname(),
-        "attach": "kprobe",
+        "attach": attach,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "functions": resolution.funcs.to_json(),
         "skipped": [{"name": s.name, "reason": s.reason} for s in resolution.skipped],
@@ -171,6 +187,25 @@ def trace_header(
         # Output devices of recorded routes are ifindexes; these name them.
         "interfaces": {str(k): v for k, v in sorted(interface_names().items())},
     }
+    if attach_by is not None:
+        header["attach_by"] = attach_by
+    return header
+
+
+def _no_autoload(bpf_class: Any) -> Any:
+    """bcc's BPF class, minus its auto-attach of kfunc__-named programs at load.
+
+    bcc derives a trampoline's target from the program name (kfunc__<symbol>)
+    and attaches all such programs in its constructor, where one failure
+    would abort the whole trace.  We attach them one by one instead, so a
+    function whose trampoline fails falls back to its kprobe.
+    """
+
+    class Bpf(bpf_class):  # type: ignore[misc]
+        def _trace_autoload(self) -> None:
+            pass
+
+    return Bpf
 
 
 class LiveTracer:
@@ -182,17 +217,22 @@ class LiveTracer:
         resolution: Resolution,
         opts: TraceOptions,
         progress: Callable[[int, int, float], None] | None = None,
+        attach: str = "kprobe",
+        fentry: FentryPlan | None = None,
     ) -> None:
         self.kernel = kernel
         self.resolution = resolution
         self.opts = opts
         self.progress = progress
-        self.cflags = build_cflags(resolution.funcs, opts.filters)
+        self.attach = attach
+        self.fentry = fentry or FentryPlan()
+        self.cflags = build_cflags(resolution.funcs, opts.filters, attach, self.fentry.fentry)
         self.skipped = [(s.name, s.reason) for s in resolution.skipped]
         self.tasks: dict[int, str] = {}
         self.new_tasks: dict[int, str] = {}
         self.stacks_written: set[int] = set()
-        self.attached: list[str] = []
+        # What is attached, by mechanism: kprobe, fentry or raw_tracepoint.
+        self.attached: dict[str, list[str]] = {"fentry": [], "kprobe": [], "raw_tracepoint": []}
 
     def _on_root(self, call: Call) -> None:
         tgid = call.tgid
@@ -220,20 +260,26 @@ class LiveTracer:
         )
         with _Stop() as stop, open(opts.output, "wb") as fh:
             chown_to_invoker(opts.output)
-            header = trace_header(self.kernel, self.resolution, opts, self.cflags)
-            writer = TraceWriter(fh, header)
-            bpf = BPF(src_file=bpf_source().encode(), cflags=self.cflags)
+            bpf = _no_autoload(BPF)(src_file=bpf_source().encode(), cflags=self.cflags)
             chunks: list[bytes] = []
+            writer: TraceWriter | None = None
             try:
                 self._attach(bpf)
+                # The header is written once attached, so that it says how.
+                header = trace_header(self.kernel, self.resolution, opts, self.cflags,
+                                      self.attach, self.attach_by())
+                if self.attach == "fentry":
+                    header["fentry_fallback"] = dict(sorted(self.fentry.kprobe.items()))
+                writer = TraceWriter(fh, header)
                 elapsed = self._loop(bpf, writer, model, stop, chunks)
             finally:
                 # Detach first, so that no probe outlives us whatever fails next.
                 self._detach(bpf)
                 try:
-                    bpf.ring_buffer_consume()  # drain what was already in the buffer
-                    self._write_batch(chunks, writer, model)
-                    self._flush_meta(bpf, writer)
+                    if writer is not None:
+                        bpf.ring_buffer_consume()  # drain what was already in the buffer
+                        self._write_batch(chunks, writer, model)
+                        self._flush_meta(bpf, writer)
                     lost = self._counters(bpf)
                     lost["kprobe_missed"] = kprobe_misses(self.kernel.tracefs, os.getpid())
                 finally:
@@ -253,30 +299,78 @@ class LiveTracer:
             writer.close()
         return TraceResult(writer.events_written, lost, elapsed, model, self.skipped)
 
+    def attach_by(self) -> dict[str, list[str]]:
+        """The trace header's ``attach_by``: attached symbols by mechanism (non-empty only)."""
+        return {k: sorted(v) for k, v in self.attached.items() if v}
+
     def _attach(self, bpf: Any) -> None:
-        attached = 0
+        if self.attach == "tracepoint":
+            self._attach_tracepoints(bpf)
+        else:
+            self._attach_functions(bpf)
+        if not any(self.attached.values()):
+            raise SkbpathError("no probe could be attached")
+
+    def _attach_tracepoints(self, bpf: Any) -> None:
+        for f in self.resolution.funcs.funcs:
+            event = f.symbols[0]
+            try:
+                bpf.attach_raw_tracepoint(tp=event.encode(), fn_name=f"skbpath_tp_{f.id}".encode())
+                self.attached["raw_tracepoint"].append(event)
+            except Exception as exc:  # bcc raises bare Exception
+                self.skipped.append((f.name, f"attach failed: {exc}"))
+
+    def _attach_functions(self, bpf: Any) -> None:
+        fentry = self.fentry.fentry
         for f in self.resolution.funcs.funcs:
             for sym in f.symbols:
+                if fentry.get(f.id) == sym and self._attach_fentry(bpf, sym):
+                    continue
+                if not self.kernel.has_kprobes:
+                    self.skipped.append((sym, "no fentry, and this kernel has no kprobes"))
+                    continue
                 try:
                     # Returns first: an entry is then never missing its return probe.
                     bpf.attach_kretprobe(
                         event=sym, fn_name=f"skbpath_exit_{f.id}", maxactive=KRETPROBE_MAXACTIVE
                     )
-                    self.attached.append(sym)
+                    self.attached["kprobe"].append(sym)
                     bpf.attach_kprobe(event=sym, fn_name=f"skbpath_entry_{f.id}")
-                    attached += 1
                 except Exception as exc:  # bcc raises bare Exception
                     self.skipped.append((sym, f"attach failed: {exc}"))
-        if not attached:
-            raise SkbpathError("no probe could be attached")
+
+    def _attach_fentry(self, bpf: Any, sym: str) -> bool:
+        """Attach fexit then fentry programs to ``sym``; False (nothing attached) on failure."""
+        try:
+            bpf.attach_kretfunc(fn_name=f"kretfunc__{sym}".encode())
+        except Exception as exc:  # bcc raises bare Exception
+            self.fentry.kprobe[sym] = f"fentry failed: {exc}"
+            return False
+        try:
+            bpf.attach_kfunc(fn_name=f"kfunc__{sym}".encode())
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                bpf.detach_kretfunc(fn_name=f"kretfunc__{sym}".encode())
+            self.fentry.kprobe[sym] = f"fentry failed: {exc}"
+            return False
+        self.attached["fentry"].append(sym)
+        return True
 
     def _detach(self, bpf: Any) -> None:
-        for sym in self.attached:
+        for sym in self.attached["kprobe"]:
             for detach in (bpf.detach_kprobe, bpf.detach_kretprobe):
                 # Not attached when the entry failed after the return attached.
                 with contextlib.suppress(Exception):
                     detach(event=sym)
-        self.attached.clear()
+        for sym in self.attached["fentry"]:
+            for prefix, detach in (("kfunc__", bpf.detach_kfunc),
+                                   ("kretfunc__", bpf.detach_kretfunc)):
+                with contextlib.suppress(Exception):
+                    detach(fn_name=f"{prefix}{sym}".encode())
+        for event in self.attached["raw_tracepoint"]:
+            with contextlib.suppress(Exception):
+                bpf.detach_raw_tracepoint(tp=event.encode())
+        # Keep the record of what was attached for the report; detaching is idempotent.
 
     def _write_batch(self, chunks: list[bytes], writer: TraceWriter, model: Model) -> int:
         if not chunks:
@@ -294,8 +388,9 @@ class LiveTracer:
         string_at = ctypes.string_at
 
         def on_event(_ctx: Any, data: Any, size: int) -> None:
-            # Copy and return: the ring buffer callback is the hot path.
-            append(string_at(data, EVENT_SIZE))
+            # Copy and return: the ring buffer callback is the hot path.  A
+            # record is one event, or two (a tracepoint hit's ENTRY and EXIT).
+            append(string_at(data, size))
 
         bpf["events"].open_ring_buffer(on_event)
         if self.opts.ready_file:
@@ -341,6 +436,9 @@ class LiveTracer:
                 bpf.ksym(addr, show_module=True, show_offset=True).decode(errors="replace")
                 for addr in table.walk(sid)
             ]
+            if self.attach == "tracepoint":
+                # Start at the function that hit the tracepoint, as the other modes do.
+                frames = strip_tracing_frames(frames)
             stacks[str(sid)] = frames
             self.stacks_written.add(sid)
         if stacks:

@@ -1,0 +1,155 @@
+"""How ``skbpath trace`` attaches, pure: what each mode needs, auto's choice, fentry's split.
+
+Modes, in ``--attach auto``'s order of preference:
+
+* ``fentry``: BPF trampolines (fentry/fexit), cheaper per call than kprobes.
+  bcc 0.26 finds a trampoline's target by name in vmlinux's BTF only, so
+  module functions (drivers) and suffixed clones fall back to kprobes in
+  the same program.
+* ``kprobe``: kprobes and kretprobes on every resolved symbol.
+* ``tracepoint``: BPF on raw tracepoints (tracefs mode's set), for kernels
+  without kprobes; argument positions come from BTF.
+* ``tracefs``: tracepoints read as text from tracefs, no BPF at all.
+
+Every need is detected (BTF, kallsyms, tracefs, bcc), never read from the
+kernel version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from .btf import Btf, BtfError
+from .functions import FuncInfo, FuncTable
+from .kernel import KernelInfo
+
+BPF_MODES = ("fentry", "kprobe", "tracepoint")
+MODES = (*BPF_MODES, "tracefs")
+# Any of these in kallsyms: the kernel can attach BPF to raw tracepoints
+# (bcc's BPF.support_raw_tracepoint() looks for the same names).
+RAW_TP_SYMBOLS = frozenset({"bpf_get_raw_tracepoint", "bpf_find_raw_tracepoint"})
+# x86-64 trampolines pass register arguments only (six of them).
+FENTRY_MAX_ARGS = 6
+
+
+@dataclass(frozen=True)
+class Features:
+    """What the live modes depend on, detected on this machine."""
+
+    bcc: bool
+    headers: bool
+    kprobes: bool
+    btf: bool
+    trampolines: bool
+    raw_tracepoints: bool
+    x86_64: bool = True
+
+    @classmethod
+    def detect(cls, kernel: KernelInfo, bcc: bool, machine: str) -> Features:
+        """The features of ``kernel``, with bcc's presence and the machine given."""
+        return cls(
+            bcc=bcc,
+            headers=kernel.has_headers,
+            kprobes=kernel.has_kprobes,
+            btf=kernel.has_btf,
+            trampolines=kernel.has_fentry,
+            raw_tracepoints=not RAW_TP_SYMBOLS.isdisjoint(kernel.kallsyms),
+            x86_64=machine == "x86_64",
+        )
+
+
+def mode_gaps(feat: Features, mode: str) -> list[str]:
+    """What ``mode`` lacks on this machine (besides root), in words; empty if nothing."""
+    if mode == "tracefs":
+        return []
+    gaps = []
+    if not feat.bcc:
+        gaps.append("no bcc")
+    if mode == "kprobe" and not feat.kprobes:
+        gaps.append("no kprobes")
+    if mode in ("fentry", "tracepoint") and not feat.btf:
+        gaps.append("no BTF")
+    if mode == "fentry" and feat.btf and not feat.trampolines:
+        gaps.append("no BPF trampolines")
+    if mode == "fentry" and not feat.x86_64:
+        gaps.append("bcc has fentry on x86_64 only")
+    if mode == "tracepoint" and not feat.raw_tracepoints:
+        gaps.append("no raw tracepoints")
+    if not feat.headers:
+        gaps.append("no headers")
+    return gaps
+
+
+def choose_attach(feat: Features) -> tuple[str, list[str]]:
+    """``--attach auto``: the first mode with no gaps, and why each better one was not used.
+
+    E.g. ``("kprobe", ["fentry: no BPF trampolines"])``; the list is empty
+    when the first choice (fentry) was taken.
+    """
+    why: list[str] = []
+    for mode in MODES:
+        gaps = mode_gaps(feat, mode)
+        if not gaps:
+            return mode, why
+        why.append(f"{mode}: {', '.join(gaps)}")
+    raise AssertionError("tracefs mode has no requirements")  # pragma: no cover
+
+
+@dataclass
+class FentryPlan:
+    """Which symbols fentry mode attaches by trampoline, and why the others use kprobes."""
+
+    # Function id -> the symbol attached by fentry (always the function's exact name).
+    fentry: dict[int, str] = field(default_factory=dict)
+    # Symbol -> why it uses a kprobe.
+    kprobe: dict[str, str] = field(default_factory=dict)
+
+
+def fentry_reason(
+    f: FuncInfo, vmlinux: Btf | None, modules: Mapping[str, str | None]
+) -> str | None:
+    """Why function ``f`` cannot be attached by fentry, or None if it can.
+
+    ``vmlinux`` is the kernel's base BTF (no module BTF: bcc 0.26 cannot
+    target module functions); ``modules`` maps traceable names to their
+    module, None for vmlinux.
+    """
+    if f.name not in f.symbols:
+        return "only suffixed clones, which have no BTF FUNC of their own"
+    module = modules.get(f.name)
+    if module:
+        return f"in module {module}: bcc 0.26 attaches fentry to vmlinux functions only"
+    if vmlinux is None:
+        return "no BTF"
+    try:
+        params = vmlinux.func_params(f.name)
+    except BtfError as exc:
+        return f"unreadable BTF: {exc}"
+    if params is None:
+        return "no BTF FUNC of that name"
+    if len(params) > FENTRY_MAX_ARGS or "..." in params:
+        return f"{len(params)} arguments: trampolines take at most {FENTRY_MAX_ARGS}"
+    if any(p.startswith(("struct ", "union ")) and not p.endswith("*") for p in params):
+        return "a struct argument passed by value"
+    return None
+
+
+def fentry_plan(funcs: FuncTable, vmlinux: Btf | None,
+                modules: Mapping[str, str | None]) -> FentryPlan:
+    """Split the resolved functions between fentry and kprobes (see :func:`fentry_reason`).
+
+    A function's exact name goes to fentry when it can; its clones always use
+    kprobes, since a trampoline's target is found by BTF name.
+    """
+    plan = FentryPlan()
+    for f in funcs.funcs:
+        reason = fentry_reason(f, vmlinux, modules)
+        if reason is None:
+            plan.fentry[f.id] = f.name
+        for sym in f.symbols:
+            if reason is not None:
+                plan.kprobe[sym] = reason
+            elif sym != f.name:
+                plan.kprobe[sym] = "suffixed clone: no BTF FUNC of its own"
+    return plan
