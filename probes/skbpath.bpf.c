@@ -26,6 +26,9 @@
 //   FILTER_HOST         either IPv4 address equals this (network order, u32)
 //   FILTER_TGID         only this process's sockets
 //   FILTER_COMM0/1      only sockets of tasks named so (comm as two u64s)
+//   ROUTE_FUNC_ID       the id of fib_table_lookup (catalog result = "route"):
+//                       its return event carries the route found (FLAG_RESULT;
+//                       the packing is documented in tracer/routes.py)
 //
 // One event goes out per function entry and one per return; user space
 // pairs them (tracer/pairing.py), so a lost return is detectable there.  A
@@ -46,6 +49,7 @@
 #define KIND_ENTRY 0
 #define KIND_EXIT 1
 #define KIND_HIT 2  // emit() only: an ENTRY and an EXIT at the same time, one record
+#define FLAG_RESULT 2  // a return whose skb and aux fields carry its result
 #define FLAG_MATCHED 1
 
 // Counter slots, read by tracer/live.py.  Keep in step with COUNTERS there.
@@ -249,9 +253,9 @@ static __always_inline void fill(struct event *e, u64 ts, u64 id, u64 skb, u16 f
 
 // Shared by every program type: ctx is only handed to get_stackid, which
 // takes a kprobe's pt_regs, a trampoline's or a raw tracepoint's context.
-static __always_inline int emit(void *ctx, u16 func, u8 kind, u64 skb, int want_stack, u32 aux)
+static __always_inline int emit_flags(void *ctx, u16 func, u8 kind, u64 skb, int want_stack,
+                                      u32 aux, u8 flags)
 {
-    u8 flags = 0;
 #ifdef FILTERING
     if (kind == KIND_EXIT) {
         u64 key = frame_key(func);
@@ -318,6 +322,85 @@ static __always_inline int emit(void *ctx, u16 func, u8 kind, u64 skb, int want_
     events.ringbuf_submit(e, 0);
     return 0;
 }
+
+static __always_inline int emit(void *ctx, u16 func, u8 kind, u64 skb, int want_stack, u32 aux)
+{
+    return emit_flags(ctx, func, kind, skb, want_stack, aux, 0);
+}
+
+#ifdef ROUTE_FUNC_ID
+#include <net/ip_fib.h>
+
+// fib_table_lookup(tb, flp, res, flags) fills *res; on a return of 0 the
+// route found goes out in the return event (packing: tracer/routes.py).
+static __always_inline int emit_route(void *ctx, u16 func, u64 tb, u64 res, int ret)
+{
+    if (ret != 0 || !tb || !res)
+        return emit(ctx, func, KIND_EXIT, 0, 0, 0);
+    struct fib_result *r = (struct fib_result *)res;
+    u32 table = 0, oif = 0;
+    __be32 prefix = 0;
+    unsigned char plen = 0, type = 0;
+    struct fib_nh_common *nhc = NULL;
+    struct net_device *dev = NULL;
+    bpf_probe_read_kernel(&table, sizeof(table), &((struct fib_table *)tb)->tb_id);
+    bpf_probe_read_kernel(&prefix, sizeof(prefix), &r->prefix);
+    bpf_probe_read_kernel(&plen, sizeof(plen), &r->prefixlen);
+    bpf_probe_read_kernel(&type, sizeof(type), &r->type);
+    bpf_probe_read_kernel(&nhc, sizeof(nhc), &r->nhc);
+    if (nhc)
+        bpf_probe_read_kernel(&dev, sizeof(dev), &nhc->nhc_dev);
+    if (dev)
+        bpf_probe_read_kernel(&oif, sizeof(oif), &dev->ifindex);
+    u64 word = (u64)prefix | (u64)plen << 32 | (u64)type << 40 | (u64)(table & 0xffff) << 48;
+    return emit_flags(ctx, func, KIND_EXIT, word, 0, oif, FLAG_RESULT);
+}
+
+// A kretprobe cannot see the arguments: its kprobe keeps tb and res per thread.
+struct route_args {
+    u64 tb;
+    u64 res;
+};
+BPF_HASH(route_calls, u64, struct route_args, 4096);
+
+static __always_inline u64 thread_key(void)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    // Idle tasks all have tid 0: tell them apart by CPU.
+    return tid ? tid : (1ULL << 32) | bpf_get_smp_processor_id();
+}
+
+static __always_inline void save_route_args(u64 tb, u64 res)
+{
+    u64 key = thread_key();
+    struct route_args a = {.tb = tb, .res = res};
+    route_calls.update(&key, &a);
+}
+
+static __always_inline int emit_saved_route(void *ctx, u16 func, int ret)
+{
+    u64 key = thread_key();
+    struct route_args *a = route_calls.lookup(&key);
+    if (!a)
+        return emit(ctx, func, KIND_EXIT, 0, 0, 0);
+    u64 tb = a->tb, res = a->res;
+    route_calls.delete(&key);
+    return emit_route(ctx, func, tb, res, ret);
+}
+// Constant conditions: the compiler keeps these only in the route function's programs.
+#define ROUTE_KPROBE_ENTRY(id) \
+    if ((id) == ROUTE_FUNC_ID) save_route_args(PT_REGS_PARM1(ctx), PT_REGS_PARM3(ctx))
+#define ROUTE_KPROBE_EXIT(id) \
+    if ((id) == ROUTE_FUNC_ID) return emit_saved_route(ctx, id, (int)PT_REGS_RC(ctx))
+// fexit's context holds the 4 arguments, then the return value.
+#define ROUTE_FEXIT(id) \
+    if ((id) == ROUTE_FUNC_ID) return emit_route(ctx, id, ctx[0], ctx[(id) == ROUTE_FUNC_ID ? 2 : 0], \
+                                                 (int)ctx[(id) == ROUTE_FUNC_ID ? 4 : 0])
+#else
+#define ROUTE_KPROBE_ENTRY(id)
+#define ROUTE_KPROBE_EXIT(id)
+#define ROUTE_FEXIT(id)
+#endif
 
 static __always_inline u64 reg_arg(struct pt_regs *ctx, int pos)
 {
@@ -388,10 +471,12 @@ static __always_inline u64 deref_skb(u64 v, int deref)
         LEARN_SOCK(arg, PT_REGS_PARM1(ctx));                                  \
         emit(ctx, id, KIND_ENTRY, skb, stack, (u32)reg_arg(ctx, aux));        \
         UNTRACK(frees, skb);                                                  \
+        ROUTE_KPROBE_ENTRY(id);                                               \
         return 0;                                                             \
     }                                                                         \
     int skbpath_exit_##id(struct pt_regs *ctx)                                \
     {                                                                         \
+        ROUTE_KPROBE_EXIT(id);                                                \
         return emit(ctx, id, KIND_EXIT, 0, 0, 0);                             \
     }
 
@@ -413,6 +498,7 @@ static __always_inline u64 deref_skb(u64 v, int deref)
     }                                                                         \
     int kretfunc__##sym(unsigned long long *ctx)                              \
     {                                                                         \
+        ROUTE_FEXIT(id);                                                      \
         return emit(ctx, id, KIND_EXIT, 0, 0, 0);                             \
     }
 

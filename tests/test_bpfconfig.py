@@ -37,6 +37,21 @@ ALL_FILTERS = Filters(pid=42, comm="iperf3", iface="eth0", ifindex=3, proto="udp
                       host="192.168.1.2")
 
 
+def route_table_demo() -> FuncTable:
+    return FuncTable([
+        FuncInfo(id=0, name="ip_rcv", path="rx", layer="network", skb_arg=1),
+        FuncInfo(id=1, name="fib_table_lookup", path="rx", layer="network", result="route"),
+    ])
+
+
+def test_route_function_id_is_set_for_probes_not_tracepoints() -> None:
+    """fib_table_lookup's return carries its route in kprobe and fentry modes."""
+    assert flag_dict(build_cflags(route_table_demo(), Filters()))["ROUTE_FUNC_ID"] == "1"
+    fentry = build_cflags(route_table_demo(), Filters(), "fentry", {1: "fib_table_lookup"})
+    assert flag_dict(fentry)["ROUTE_FUNC_ID"] == "1"
+    assert "ROUTE_FUNC_ID" not in flag_dict(build_cflags(demo_table(), Filters()))
+
+
 def flag_dict(flags: list[str]) -> dict[str, str]:
     out = {}
     for f in flags:
@@ -184,6 +199,7 @@ def test_c_file_uses_every_macro_bpfconfig_sets() -> None:
     # The other modes' lists (see tests/test_attach.py for their content).
     names |= set(flag_dict(build_cflags(demo_table(), ALL_FILTERS, "fentry", {0: "__sys_sendto"})))
     names |= set(flag_dict(build_cflags(tracepoint_table_demo(), ALL_FILTERS, "tracepoint")))
+    names |= set(flag_dict(build_cflags(route_table_demo(), ALL_FILTERS)))
     source_names = set(re.findall(r"-D(\w+)=", (ROOT / "tracer" / "bpfconfig.py").read_text()))
     assert source_names <= names  # every -D in bpfconfig.py is produced by ALL_FILTERS
     assert {n for n in names if n.startswith("FILTER_")} == {

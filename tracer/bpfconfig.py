@@ -101,6 +101,9 @@ def build_cflags(
             lists.append(f"-DSKBPATH_FENTRY={fentry_list(funcs, fentry)}")
     else:
         raise SkbpathError(f"--attach {attach} loads no BPF program")
+    if attach != "tracepoint":
+        # The FIB lookup's return carries its route (tracer/routes.py).
+        lists += [f"-DROUTE_FUNC_ID={f.id}" for f in funcs.funcs if f.result == "route"][:1]
     flags = [
         *lists,
         f"-DRINGBUF_PAGES={RINGBUF_PAGES}",

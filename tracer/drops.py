@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from .btf import Btf
 from .functions import FuncTable
 from .pairing import Call
+from .stackframes import frame_function
 
 REASON_ENUM = "skb_drop_reason"
 REASON_PREFIX = "SKB_DROP_REASON_"
@@ -68,8 +69,8 @@ def dropped_by(key: DropKey, stacks: dict[int, list[str]], funcs: FuncTable) -> 
     """The function that dropped: the caller in the kernel stack, else the enclosing call."""
     frames = stacks.get(key.stack_id) or []
     if len(frames) > 1:
-        # frames[0] is the drop function itself; strip "+0x1a [kernel]".
-        return frames[1].split("+", 1)[0].split(" ", 1)[0]
+        # frames[0] is the drop function itself.
+        return frame_function(frames[1])
     if key.parent >= 0:
         return funcs.name_of(key.parent) + " (enclosing call)"
     return "?"

@@ -32,6 +32,7 @@ from .model import Model
 from .pairing import Call
 from .rawtp import strip_tracing_frames
 from .resolve import Resolution
+from .stackframes import clean_stack
 from .tracefile import END, STACKS, STATS, TASKS, TraceWriter
 
 COUNTERS = ("ringbuf_lost", "stack_lost", "filtered")
@@ -436,6 +437,8 @@ class LiveTracer:
                 bpf.ksym(addr, show_module=True, show_offset=True).decode(errors="replace")
                 for addr in table.walk(sid)
             ]
+            # fentry programs' and trampolines' own frames are not the kernel's path.
+            frames = clean_stack(frames)
             if self.attach == "tracepoint":
                 # Start at the function that hit the tracepoint, as the other modes do.
                 frames = strip_tracing_frames(frames)

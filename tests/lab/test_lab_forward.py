@@ -42,8 +42,13 @@ DELIVERY_CHAIN: list[str | tuple[str, ...]] = [
 
 @pytest.fixture(scope="module")
 def forward_trace(tmp_path_factory: pytest.TempPathFactory) -> Replay:
-    """TCP request/response from the client netns, forwarded by the guest."""
-    return boot_and_trace(tmp_path_factory, "rr", lab_opts=("--topology", "forward"))
+    """TCP request/response from the client netns, forwarded by the guest.
+
+    kprobe mode: its kretprobe reads the route through the arguments its
+    kprobe saved (fentry mode's fexit reads them directly; see test_lab_virtio).
+    """
+    return boot_and_trace(tmp_path_factory, "rr", "--attach", "kprobe",
+                          lab_opts=("--topology", "forward"))
 
 
 def test_veth_driver_is_found_without_a_device(forward_trace: Replay) -> None:

@@ -1,0 +1,36 @@
+"""Boot the lab, drop packets with an nftables rule, and check the drops' reason and dropper."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.lab.labrun import boot_and_trace
+from tracer.drops import drop_report
+from tracer.replay import Replay
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture(scope="module")
+def firewall_trace(tmp_path_factory: pytest.TempPathFactory) -> Replay:
+    """TCP connects and UDP datagrams to a port the peer's nftables rule drops."""
+    return boot_and_trace(tmp_path_factory, "firewall")
+
+
+def test_firewall_drops_are_netfilter_drop_in_nf_hook_slow(firewall_trace: Replay) -> None:
+    names = {int(k): v for k, v in firewall_trace.contents.header["drop_reasons"].items()}
+    rows = drop_report(firewall_trace.model.drops, names, firewall_trace.contents.stacks)
+    by = {(r.reason, r.function): r.count for r in rows}
+    # 3 SYNs and their retransmissions, and 3 datagrams.
+    assert by.get(("NETFILTER_DROP", "nf_hook_slow"), 0) >= 6, rows
+
+
+def test_the_dropped_packet_journey_ends_in_the_hook(firewall_trace: Replay) -> None:
+    dropped = [j for j in firewall_trace.model.journey_list
+               if j.functions()[-1:] == ["kfree_skb_reason"] and "nf_hook_slow" in j.functions()]
+    assert dropped
+    for j in dropped:
+        funcs = j.functions()
+        # Dropped at the peer's INPUT hook: after routing, before any transport.
+        assert "ip_local_deliver" in funcs
+        assert not {"tcp_v4_rcv", "udp_rcv", "__udp4_lib_rcv"} & set(funcs), funcs
