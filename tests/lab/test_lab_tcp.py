@@ -44,8 +44,11 @@ def has_subsequence(funcs: list[str], chain: list[str | tuple[str, ...]]) -> boo
 
 @pytest.fixture(scope="module")
 def lab_trace(tmp_path_factory: pytest.TempPathFactory) -> Replay:
-    """One lab boot for the module: a TCP bulk transfer traced live."""
-    return boot_and_trace(tmp_path_factory, "bulk")
+    """One lab boot for the module: a TCP bulk transfer traced live with kprobes.
+
+    kprobe explicitly: --attach auto now prefers fentry (tests/lab/test_lab_fentry.py).
+    """
+    return boot_and_trace(tmp_path_factory, "bulk", "--attach", "kprobe")
 
 
 def _journeys(r: Replay, path: str) -> list[JourneyView]:
