@@ -10,7 +10,7 @@ APT_PACKAGES := qemu-system-x86 linux-image-6.1.0-56-amd64 linux-headers-6.1.0-5
 	python3-bpfcc bpfcc-tools python3-venv iperf3 graphviz busybox-static iproute2 iputils-ping gcc nftables
 OUT := out
 
-.PHONY: all setup apt venv demo test unit lab-test lint bench bench-lab docs clean
+.PHONY: all setup apt venv demo test unit lab-test lint bench bench-lab bench-attach docs clean
 all: test
 
 apt:
@@ -60,6 +60,9 @@ bench: setup
 # Boots the lab: untraced vs traced iperf3, alternating (root, minutes).
 bench-lab: setup
 	$(PY) bench/lab_throughput.py
+
+bench-attach: setup
+	$(PY) bench/attach_cost.py
 
 clean:
 	rm -rf $(OUT) .pytest_cache .mypy_cache .ruff_cache

@@ -27,7 +27,7 @@ from tracer.errors import SkbpathError
 from tracer.events import pack_events
 from tracer.functions import FuncInfo, FuncTable
 from tracer.model import Model
-from tracer.replay import Replay, replay
+from tracer.replay import Replay, default_weight, replay
 from tracer.tracefile import TraceWriter
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,13 +62,15 @@ def _tree(traces: dict[str, Replay], case: str) -> CallTree:
     return traces[case].model.calltree
 
 
-def _outputs(tree: CallTree, case: str) -> dict[str, str]:
+def _outputs(tree: CallTree, case: str, weight: str = "time") -> dict[str, str]:
+    """The golden renderings; the flame graph in the weight ``render`` picks by default."""
     title = f"skbpath: {case}"
     return {
         "calltree.dot": calltree_dot(tree, title=title),
         "folded.txt": "\n".join(folded_stacks(tree, "time")) + "\n",
         "folded_count.txt": "\n".join(folded_stacks(tree, "count")) + "\n",
-        "flamegraph.svg": calltree_flamegraph(tree, title=title, include_script=False),
+        "flamegraph.svg": calltree_flamegraph(tree, weight=weight, title=title,
+                                              include_script=False),
     }
 
 
@@ -77,7 +79,7 @@ def _outputs(tree: CallTree, case: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("case", CASES)
 def test_golden(traces: dict[str, Replay], case: str) -> None:
-    outputs = _outputs(_tree(traces, case), case)
+    outputs = _outputs(_tree(traces, case), case, default_weight(traces[case].contents.header))
     folder = GOLDEN / case
     if BLESS:
         folder.mkdir(parents=True, exist_ok=True)
@@ -526,3 +528,12 @@ def test_dot_hides_small_subtrees_and_says_so(traces: dict[str, Replay]) -> None
     # Every edge joins two drawn nodes.
     for a, b in re.findall(r"^\s+(n\d+) -> (n\d+) ", pruned_dot, re.M):
         assert a in pruned and b in pruned
+
+
+def test_point_modes_weigh_the_flame_graph_by_calls() -> None:
+    """Tracepoint and tracefs calls have no duration: by time their flame graph is empty."""
+    assert default_weight({"attach": "tracepoint"}) == "count"
+    assert default_weight({"attach": "tracefs"}) == "count"
+    assert default_weight({"attach": "fentry"}) == "time"
+    assert default_weight({"attach": "kprobe"}) == "time"
+    assert default_weight({}) == "time"

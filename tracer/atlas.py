@@ -27,7 +27,8 @@ NOT_IN_ATLAS = "not in the atlas"
 
 # A kernel source path: relative, made of plain path components, ending in .c or .h.
 _PATH_RE = re.compile(r"^(?:[A-Za-z0-9_.+-]+/)+[A-Za-z0-9_.+-]+\.[ch]$")
-_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# A C function name, or a tracepoint as group:event (tracepoint and tracefs modes).
+_NAME_RE = re.compile(r"^(?:[a-z][a-z0-9_]*:)?[A-Za-z_][A-Za-z0-9_]*$")
 # "name.constprop.0", "name.isra.0.cold", "name.part.1": GCC's clones of a function.
 _CLONE_RE = re.compile(r"\.(?:constprop|isra|part|cold|llvm|lto_priv)(?:\.\d+)*.*$")
 # "name+0x1a/0x40" or "name+0x1a": an offset in a stack frame.
@@ -66,7 +67,7 @@ def _entry(raw: Any, index: int) -> AtlasEntry:
     entry = AtlasEntry(**raw)
     where = f"atlas entry {entry.name!r}"
     if not _NAME_RE.match(entry.name):
-        raise AtlasError(f"{where}: name is not a C identifier")
+        raise AtlasError(f"{where}: name is not a C identifier or a group:event tracepoint")
     if entry.layer not in LAYERS:
         raise AtlasError(f"{where}: layer {entry.layer!r} not in {LAYERS}")
     if not _PATH_RE.match(entry.file) or ".." in entry.file.split("/"):

@@ -143,8 +143,10 @@ def _replay_json(trace_file: str, with_events: bool) -> None:
               help="Directory to write into, or - for stdout (with --format folded).")
 @click.option("--format", "fmt", type=click.Choice(["svg", "dot", "folded"]), default="svg",
               show_default=True, help="svg: calltree.svg and flamegraph.svg.")
-@click.option("--weight", type=click.Choice(["time", "count"]), default="time",
-              show_default=True, help="Flame graph and folded widths: time or calls.")
+@click.option("--weight", type=click.Choice(["auto", "time", "count"]), default="auto",
+              show_default=True,
+              help="Flame graph and folded widths: time or calls; auto: time, except calls "
+                   "for tracepoint and tracefs traces (their calls have no duration).")
 @_source_options
 def render(trace_file: str, output: str, fmt: str, weight: str, vmlinux: str | None,
            module_debug: tuple[str, ...]) -> None:
@@ -161,10 +163,13 @@ def render(trace_file: str, output: str, fmt: str, weight: str, vmlinux: str | N
     from render.folded import folded_stacks
 
     from .atlas import atlas_details
+    from .replay import default_weight
     from .replay import replay as run_replay
 
     rep = run_replay(trace_file, keep_journeys=False)
     tree = rep.model.calltree
+    if weight == "auto":
+        weight = default_weight(rep.contents.header)
     title = f"skbpath: {os.path.basename(trace_file)} ({rep.contents.header.get('kernel', '?')})"
     # Tooltips explain each function from the atlas.
     details = atlas_details(tree.funcs)

@@ -85,11 +85,13 @@ class LabOptions:
     trace_args: list[str] = field(default_factory=list)
     timeout: int = 600
     keep_dir: bool = False
-    # "trace" runs the traffic once under the tracer; "bench" alternates
+    # "trace" runs the traffic once under the tracer; "attach-bench" times
+    # rr exchanges untraced and under each BPF attach mode, alternating; "bench" alternates
     # untraced and traced iperf3 runs and keeps everything in the work dir.
     mode: str = "trace"
     bench_runs: int = 3
     bench_seconds: int = 5
+    bench_exchanges: int = 1000
 
 
 def find_vng() -> str:
@@ -176,6 +178,7 @@ def run_lab(opts: LabOptions, echo: bool = True) -> str:
             "SKBPATH_MODE": opts.mode,
             "SKBPATH_BENCH_RUNS": str(opts.bench_runs),
             "SKBPATH_BENCH_SECONDS": str(opts.bench_seconds),
+            "SKBPATH_BENCH_EXCHANGES": str(opts.bench_exchanges),
         }.items():
             fh.write(f"{key}={shlex.quote(value)}\n")
     path = os.environ.get("PATH", "")

@@ -119,6 +119,18 @@ if [ "${SKBPATH_MODE:-trace}" = bench ]; then
         stop_tracer
     done
     cp "$outdir/traced-1.skbtrace" "$SKBPATH_OUT"
+elif [ "${SKBPATH_MODE:-trace}" = attach-bench ]; then
+    # The same rr exchanges untraced and under each attach mode, in turn.
+    rr_client="\"\$SKBPATH_PY\" -m tracer.rr client $PEER $SKBPATH_BENCH_EXCHANGES"
+    for i in $(seq "$SKBPATH_BENCH_RUNS"); do
+        "${run_traffic[@]}" "$rr_client" >"$outdir/plain-$i.txt"
+        for mode in kprobe fentry; do
+            start_tracer "$outdir/$mode-$i.skbtrace" --attach "$mode" "$@"
+            "${run_traffic[@]}" "$rr_client" >"$outdir/$mode-$i.txt"
+            stop_tracer
+        done
+    done
+    cp "$outdir/fentry-1.skbtrace" "$SKBPATH_OUT"
 else
     start_tracer "$SKBPATH_OUT" "$@"
     "${run_traffic[@]}" "$SKBPATH_TRAFFIC"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import TraceFormatError
 from .functions import FuncTable
@@ -63,3 +64,12 @@ def replay(
         model.feed(batch)
     model.finish()
     return Replay(path, reader.contents, model)
+
+
+# Attach modes whose calls are points (a tracepoint hit), with no duration.
+POINT_MODES = frozenset({"tracepoint", "tracefs"})
+
+
+def default_weight(header: dict[str, Any]) -> str:
+    """The flame graph weight that shows something: calls for point modes, else time."""
+    return "count" if header.get("attach") in POINT_MODES else "time"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import socket
 import sys
+import time
 
 PORT = 5202
 SIZE = 100
@@ -39,14 +40,17 @@ def serve(addr: str) -> None:
 
 
 def client(addr: str, count: int) -> None:
-    """Run ``count`` request/response exchanges against ``addr``."""
+    """Run ``count`` request/response exchanges against ``addr``; print how long they took."""
     with socket.create_connection((addr, PORT), timeout=10) as conn:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        start = time.monotonic()
         for _ in range(count):
             conn.sendall(b"q" * SIZE)
             if len(_recv_exact(conn, SIZE)) != SIZE:
                 raise SystemExit("rr: short response")
-    print(f"rr: {count} exchanges done")
+        elapsed = time.monotonic() - start
+    # bench/attach_cost.py reads this line.
+    print(f"rr: {count} exchanges done in {elapsed:.4f} s")
 
 
 CLOSED_PORT = 9  # discard: nothing listens on it in the lab
