@@ -12,6 +12,7 @@ from probes.catalog import bpf_source
 from tests.test_btf import Encoder
 from tracer.attach import (
     FENTRY_MAX_ARGS,
+    STACK_REASON,
     Features,
     choose_attach,
     fentry_plan,
@@ -102,6 +103,8 @@ def test_fentry_reasons() -> None:
     assert "at most 6" in str(fentry_reason(_f(0, "varargs"), btf, mods))
     assert "by value" in str(fentry_reason(_f(0, "by_value"), btf, mods))
     assert fentry_reason(_f(0, "ip_rcv"), None, mods) == "no BTF"
+    stacked = replace(_f(0, "ip_rcv"), stack=True)
+    assert fentry_reason(stacked, btf, mods) == STACK_REASON
 
 
 def test_fentry_plan_splits_exact_names_from_clones_and_modules() -> None:

@@ -5,7 +5,8 @@ Modes, in ``--attach auto``'s order of preference:
 * ``fentry``: BPF trampolines (fentry/fexit), cheaper per call than kprobes.
   bcc 0.26 finds a trampoline's target by name in vmlinux's BTF only, so
   module functions (drivers) and suffixed clones fall back to kprobes in
-  the same program.
+  the same program, as do the few functions that take kernel stacks (the
+  unwinder starts reliably only from a kprobe's registers).
 * ``kprobe``: kprobes and kretprobes on every resolved symbol.
 * ``tracepoint``: BPF on raw tracepoints (tracefs mode's set), for kernels
   without kprobes; argument positions come from BTF.
@@ -29,6 +30,7 @@ MODES = (*BPF_MODES, "tracefs")
 # Any of these in kallsyms: the kernel can attach BPF to raw tracepoints
 # (bcc's BPF.support_raw_tracepoint() looks for the same names).
 RAW_TP_SYMBOLS = frozenset({"bpf_get_raw_tracepoint", "bpf_find_raw_tracepoint"})
+STACK_REASON = "takes kernel stacks: they unwind reliably from a kprobe, not from a trampoline"
 # x86-64 trampolines pass register arguments only (six of them).
 FENTRY_MAX_ARGS = 6
 
@@ -117,6 +119,11 @@ def fentry_reason(
     """
     if f.name not in f.symbols:
         return "only suffixed clones, which have no BTF FUNC of their own"
+    if f.stack:
+        # Seen in the lab: a stack taken in kfree_skb_reason's fentry program
+        # showed stale nft_do_chain frames above its real caller, nf_hook_slow;
+        # from a kprobe's registers the unwinder starts exactly.
+        return STACK_REASON
     module = modules.get(f.name)
     if module:
         return f"in module {module}: bcc 0.26 attaches fentry to vmlinux functions only"

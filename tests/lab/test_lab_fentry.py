@@ -27,7 +27,10 @@ def test_header_says_fentry_and_which_functions_used_it(fentry_trace: Replay) ->
     by = h["attach_by"]
     # Core stack functions have BTF FUNCs of their own: trampolines.
     assert {"tcp_sendmsg", "ip_queue_xmit", "__dev_queue_xmit", "ip_rcv",
-            "tcp_v4_rcv"} <= set(by["fentry"]), by
+            "ip_local_deliver"} <= set(by["fentry"]), by
+    # Functions that take kernel stacks stay on kprobes (reliable unwinding).
+    assert {"tcp_v4_rcv", "kfree_skb_reason"} <= set(by["kprobe"]), by
+    assert "kernel stacks" in h["fentry_fallback"]["tcp_v4_rcv"]
     # bcc 0.26 cannot target module functions, nor clones: kprobes, with the reason.
     assert "e1000_xmit_frame" in by["kprobe"]
     assert "module e1000" in h["fentry_fallback"]["e1000_xmit_frame"]
