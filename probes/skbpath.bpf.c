@@ -29,6 +29,8 @@
 //   ROUTE_FUNC_ID       the id of fib_table_lookup (catalog result = "route"):
 //                       its return event carries the route found (FLAG_RESULT;
 //                       the packing is documented in tracer/routes.py)
+//   TRACER_NETNS        the tracer's network namespace inode: routes whose
+//                       output device is elsewhere are flagged as such
 //
 // One event goes out per function entry and one per return; user space
 // pairs them (tracer/pairing.py), so a lost return is detectable there.  A
@@ -352,7 +354,20 @@ static __always_inline int emit_route(void *ctx, u16 func, u64 tb, u64 res, int 
         bpf_probe_read_kernel(&dev, sizeof(dev), &nhc->nhc_dev);
     if (dev)
         bpf_probe_read_kernel(&oif, sizeof(oif), &dev->ifindex);
-    u64 word = (u64)prefix | (u64)plen << 32 | (u64)type << 40 | (u64)(table & 0xffff) << 48;
+    u64 word = (u64)prefix | (u64)plen << 32 | (u64)(type & 0x7f) << 40 |
+               (u64)(table & 0xffff) << 48;
+#ifdef TRACER_NETNS
+    // An ifindex means something only in its namespace: flag the others'.
+    if (dev) {
+        struct net *net = NULL;
+        unsigned int inum = 0;
+        bpf_probe_read_kernel(&net, sizeof(net), &dev->nd_net.net);
+        if (net)
+            bpf_probe_read_kernel(&inum, sizeof(inum), &net->ns.inum);
+        if (inum != TRACER_NETNS)
+            word |= 1ULL << 47;
+    }
+#endif
     return emit_flags(ctx, func, KIND_EXIT, word, 0, oif, FLAG_RESULT);
 }
 

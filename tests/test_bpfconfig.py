@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import struct
@@ -17,6 +18,7 @@ from tracer.bpfconfig import (
     TRACK_ENTRIES,
     Filters,
     build_cflags,
+    own_netns,
     probe_list,
 )
 from tracer.errors import SkbpathError
@@ -50,6 +52,11 @@ def test_route_function_id_is_set_for_probes_not_tracepoints() -> None:
     fentry = build_cflags(route_table_demo(), Filters(), "fentry", {1: "fib_table_lookup"})
     assert flag_dict(fentry)["ROUTE_FUNC_ID"] == "1"
     assert "ROUTE_FUNC_ID" not in flag_dict(build_cflags(demo_table(), Filters()))
+    # Routes name output devices only in the tracer's namespace.
+    with_ns = flag_dict(build_cflags(route_table_demo(), Filters(), netns=4026531840))
+    assert with_ns["TRACER_NETNS"] == "4026531840U"
+    assert "TRACER_NETNS" not in flag_dict(build_cflags(demo_table(), Filters(), netns=1))
+    assert own_netns() is None or own_netns() == os.stat("/proc/self/ns/net").st_ino
 
 
 def flag_dict(flags: list[str]) -> dict[str, str]:
@@ -199,7 +206,7 @@ def test_c_file_uses_every_macro_bpfconfig_sets() -> None:
     # The other modes' lists (see tests/test_attach.py for their content).
     names |= set(flag_dict(build_cflags(demo_table(), ALL_FILTERS, "fentry", {0: "__sys_sendto"})))
     names |= set(flag_dict(build_cflags(tracepoint_table_demo(), ALL_FILTERS, "tracepoint")))
-    names |= set(flag_dict(build_cflags(route_table_demo(), ALL_FILTERS)))
+    names |= set(flag_dict(build_cflags(route_table_demo(), ALL_FILTERS, netns=4026531840)))
     source_names = set(re.findall(r"-D(\w+)=", (ROOT / "tracer" / "bpfconfig.py").read_text()))
     assert source_names <= names  # every -D in bpfconfig.py is produced by ALL_FILTERS
     assert {n for n in names if n.startswith("FILTER_")} == {

@@ -48,6 +48,13 @@ def test_route_text_names_table_type_and_device() -> None:
     assert Route("10.0.0.0", 8, 42, 1000, 0).text() == "10.0.0.0/8 table 1000 type 42"
 
 
+def test_a_device_in_another_netns_is_never_named_from_ours() -> None:
+    word = pack_route("0.0.0.0", 0, 1, 254, elsewhere=True)
+    r = decode_route(word, 2)
+    assert r == Route("0.0.0.0", 0, 1, 254, 2, elsewhere=True)
+    assert r.text({2: "eth0"}) == "0.0.0.0/0 table main unicast ifindex 2 in another netns"
+
+
 def test_model_counts_routes_and_keeps_them_in_the_journey() -> None:
     word = pack_route("198.18.0.128", 25, 1, 254)
     model = Model(FUNCS)

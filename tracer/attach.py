@@ -119,11 +119,6 @@ def fentry_reason(
     """
     if f.name not in f.symbols:
         return "only suffixed clones, which have no BTF FUNC of their own"
-    if f.stack:
-        # Seen in the lab: a stack taken in kfree_skb_reason's fentry program
-        # showed stale nft_do_chain frames above its real caller, nf_hook_slow;
-        # from a kprobe's registers the unwinder starts exactly.
-        return STACK_REASON
     module = modules.get(f.name)
     if module:
         return f"in module {module}: bcc 0.26 attaches fentry to vmlinux functions only"
@@ -139,6 +134,11 @@ def fentry_reason(
         return f"{len(params)} arguments: trampolines take at most {FENTRY_MAX_ARGS}"
     if any(p.startswith(("struct ", "union ")) and not p.endswith("*") for p in params):
         return "a struct argument passed by value"
+    if f.stack:
+        # Seen in the lab: from kfree_skb_reason's fentry program the unwinder
+        # skipped its caller (nft_do_chain, as the kprobe's stack showed) and
+        # named nf_hook_slow; from a kprobe's registers it starts exactly.
+        return STACK_REASON
     return None
 
 

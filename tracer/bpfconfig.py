@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import struct
 from collections.abc import Mapping
@@ -82,14 +83,16 @@ def tracepoint_list(funcs: FuncTable) -> str:
 
 def build_cflags(
     funcs: FuncTable, filters: Filters, attach: str = "kprobe",
-    fentry: Mapping[int, str] | None = None,
+    fentry: Mapping[int, str] | None = None, netns: int | None = None,
 ) -> list[str]:
     """The cflags that configure probes/skbpath.bpf.c for these functions and filters.
 
     ``attach`` is kprobe, fentry or tracepoint.  In fentry mode every function
     also gets its kprobe programs, so that whatever the trampoline cannot take
     (clones, module functions, a failed load) falls back in the same program;
-    ``fentry`` names the ids and symbols attached by trampoline.
+    ``fentry`` names the ids and symbols attached by trampoline.  ``netns``
+    is the tracer's network namespace inode (:func:`own_netns`), which routes
+    are compared with.
     """
     if not funcs.funcs:
         raise SkbpathError("no function of the catalog could be resolved on this kernel")
@@ -103,7 +106,10 @@ def build_cflags(
         raise SkbpathError(f"--attach {attach} loads no BPF program")
     if attach != "tracepoint":
         # The FIB lookup's return carries its route (tracer/routes.py).
-        lists += [f"-DROUTE_FUNC_ID={f.id}" for f in funcs.funcs if f.result == "route"][:1]
+        route = [f"-DROUTE_FUNC_ID={f.id}" for f in funcs.funcs if f.result == "route"][:1]
+        if route and netns is not None:
+            route.append(f"-DTRACER_NETNS={netns}U")
+        lists += route
     flags = [
         *lists,
         f"-DRINGBUF_PAGES={RINGBUF_PAGES}",
@@ -133,3 +139,11 @@ def build_cflags(
         lo, hi = _comm_words(filters.comm)
         flags += [f"-DFILTER_COMM0={lo}ULL", f"-DFILTER_COMM1={hi}ULL"]
     return flags
+
+
+def own_netns() -> int | None:
+    """The inode of this process's network namespace, or None if it cannot be read."""
+    try:
+        return os.stat("/proc/self/ns/net").st_ino
+    except OSError:
+        return None

@@ -138,7 +138,7 @@ def trace(
     """
     from probes.catalog import bpf_source
 
-    from .bpfconfig import Filters, build_cflags
+    from .bpfconfig import Filters, build_cflags, own_netns
     from .kernel import read_kernel_info
 
     inspect = list_probes or ebpf
@@ -178,7 +178,7 @@ def trace(
             _list_probes(resolution, attach, plan)
         if ebpf:
             cflags = build_cflags(resolution.funcs, filters, attach,
-                                  plan.fentry if plan else None)
+                                  plan.fentry if plan else None, own_netns())
             click.echo("// cflags:\n//   " + "\n//   ".join(cflags))
             with open(bpf_source()) as fh:
                 click.echo(fh.read())

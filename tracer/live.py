@@ -24,7 +24,7 @@ from typing import Any
 
 from . import __version__
 from .attach import Features, FentryPlan, mode_gaps
-from .bpfconfig import Filters, build_cflags
+from .bpfconfig import Filters, build_cflags, own_netns
 from .errors import SkbpathError
 from .events import EVENT_SIZE, unpack_events
 from .kernel import KernelInfo, interface_names
@@ -227,7 +227,8 @@ class LiveTracer:
         self.progress = progress
         self.attach = attach
         self.fentry = fentry or FentryPlan()
-        self.cflags = build_cflags(resolution.funcs, opts.filters, attach, self.fentry.fentry)
+        self.cflags = build_cflags(resolution.funcs, opts.filters, attach, self.fentry.fentry,
+                                   own_netns())
         self.skipped = [(s.name, s.reason) for s in resolution.skipped]
         self.tasks: dict[int, str] = {}
         self.new_tasks: dict[int, str] = {}

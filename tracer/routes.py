@@ -10,7 +10,9 @@ bits  field   meaning
 ====  ======  ==================================================
 0-31  prefix  the matched prefix, as the kernel stores it (big endian)
 32-39 plen    prefix length
-40-47 type    route type (RTN_UNICAST, RTN_LOCAL, ...)
+40-46 type    route type (RTN_UNICAST, RTN_LOCAL, ...)
+47    elsewhere  the output device is in another network namespace than
+              the tracer's, so its ifindex cannot be named
 48-63 table   FIB table id (low 16 bits; main is 254, local 255)
 ====  ======  ==================================================
 
@@ -45,6 +47,7 @@ class Route:
     rtype: int
     table: int
     oif: int
+    elsewhere: bool = False
 
     def text(self, interfaces: dict[int, str] | None = None) -> str:
         """``198.18.0.128/25 table main unicast dev skbfwd0``."""
@@ -52,21 +55,24 @@ class Route:
         rtype = TYPE_NAMES.get(self.rtype, f"type {self.rtype}")
         dev = ""
         if self.oif:
-            name = (interfaces or {}).get(self.oif)
+            name = None if self.elsewhere else (interfaces or {}).get(self.oif)
             dev = f" dev {name}" if name else f" ifindex {self.oif}"
+            if self.elsewhere:
+                dev += " in another netns"
         return f"{self.prefix}/{self.plen} table {table} {rtype}{dev}"
 
 
-def pack_route(prefix: str, plen: int, rtype: int, table: int) -> int:
+def pack_route(prefix: str, plen: int, rtype: int, table: int, elsewhere: bool = False) -> int:
     """The result word for a route (what the BPF program writes; for tests)."""
     raw: int = struct.unpack("<I", ipaddress.IPv4Address(prefix).packed)[0]
-    return raw | plen << 32 | rtype << 40 | (table & 0xFFFF) << 48
+    return raw | plen << 32 | rtype << 40 | int(elsewhere) << 47 | (table & 0xFFFF) << 48
 
 
 def decode_route(word: int, oif: int) -> Route:
     """A :class:`Route` from a return event's result word and ifindex."""
     prefix = ipaddress.IPv4Address(struct.pack("<I", word & 0xFFFFFFFF))
-    return Route(str(prefix), (word >> 32) & 0xFF, (word >> 40) & 0xFF, word >> 48, oif)
+    return Route(str(prefix), (word >> 32) & 0xFF, (word >> 40) & 0x7F, word >> 48, oif,
+                 bool(word >> 47 & 1))
 
 
 class RouteCounter:

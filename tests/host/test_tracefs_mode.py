@@ -1,6 +1,6 @@
 """tracefs mode on this machine's own kernel: a real trace of TCP over a veth pair.
 
-Two network namespaces joined by a veth pair (198.18.1.1 <-> 198.18.1.2)
+Two network namespaces joined by a veth pair (198.18.0.201 <-> 198.18.0.202, our test range)
 carry the traffic; only those addresses are ever used.  Needs root and
 tracefs; skipped otherwise, failed where SKBPATH_REQUIRE_LAB is set.
 """
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.host
 
 TRACEFS = "/sys/kernel/tracing"
 NS_A, NS_B = f"skbpath-ta{os.getpid()}", f"skbpath-tb{os.getpid()}"
-ADDR_A, ADDR_B, PORT = "198.18.1.1", "198.18.1.2", 5301
+ADDR_A, ADDR_B, PORT = "198.18.0.201", "198.18.0.202", 5301
 REPO = Path(__file__).resolve().parents[2]
 
 SERVER = f"""

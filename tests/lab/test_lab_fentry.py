@@ -71,4 +71,8 @@ def test_latencies_are_sane(fentry_trace: Replay) -> None:
 
 def test_no_events_lost(fentry_trace: Replay) -> None:
     lost = fentry_trace.contents.end["lost"] if fentry_trace.contents.end else {}
-    assert lost.get("ringbuf_lost", 0) == 0 and lost.get("stack_lost", 0) == 0, lost
+    assert lost.get("ringbuf_lost", 0) == 0 and lost.get("kprobe_missed", 0) == 0, lost
+    # A stack whose hash bucket holds another stack is lost (and counted): rare.
+    stacked = sum(1 for j in fentry_trace.model.journey_list for s in j.steps
+                  if s.stack_id >= 0)
+    assert lost.get("stack_lost", 0) <= max(1, stacked // 100), (lost, stacked)
