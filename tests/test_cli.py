@@ -379,8 +379,8 @@ def resolved(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make ``trace`` resolve to the synthetic function table, whatever the host."""
     resolution = types.SimpleNamespace(funcs=demo_table(), skipped=[])
 
-    def fake_resolve(iface: str | None, kernel: Any = None) -> tuple[Any, Any]:
-        return None, resolution
+    def fake_resolve(iface: str | None, kernel: Any, btf: Any) -> Any:
+        return resolution
 
     monkeypatch.setattr(cli_record, "_resolve", fake_resolve)
 

@@ -1,6 +1,6 @@
 """The ``skbpath`` command line: the ``main`` group, its one-line errors, and its commands.
 
-The commands live in cli_record (trace, lab) and cli_view (replay, render,
+The commands live in cli_record (trace), cli_lab (lab) and cli_view (replay, render,
 info, explain); this module is the entry point (``skbpath = tracer.cli:main``).
 """
 
@@ -12,7 +12,8 @@ from typing import Any
 import click
 
 from . import __version__
-from .cli_record import lab, trace
+from .cli_lab import lab
+from .cli_record import trace
 from .cli_view import explain, info, render, replay
 from .errors import SkbpathError
 

@@ -1,5 +1,5 @@
-"""The CLI commands that record traces: ``trace`` (live: fentry, kprobe, tracepoint or
-tracefs) and ``lab``."""
+"""The CLI command that records traces live: ``trace`` (fentry, kprobe, tracepoint or
+tracefs mode).  What it needs from the kernel first is tracer/prepare.py."""
 
 from __future__ import annotations
 
@@ -12,70 +12,11 @@ from .cli_common import _source_options, _stderr, _trace_sources
 from .errors import SkbpathError
 
 
-def _interfaces_with_drivers() -> list[str]:
-    from .drivers import interface_module
+def _resolve(iface: str | None, kernel: Any, btf: Any) -> Any:
+    """The catalog resolved on ``kernel`` (tests replace this)."""
+    from .prepare import resolve_catalog
 
-    try:
-        names = sorted(os.listdir("/sys/class/net"))
-    except OSError:
-        return []
-    return [n for n in names if interface_module(n)]
-
-
-def _resolve(iface: str | None, kernel: Any = None) -> tuple[Any, Any]:
-    from probes.catalog import load_catalog
-
-    from .btf import Btf, BtfError
-    from .drivers import find_driver_functions, interface_module
-    from .kernel import read_kernel_info
-    from .resolve import resolve
-
-    kernel = kernel or read_kernel_info()
-    base: Btf | None = None
-    if kernel.has_btf:
-        try:
-            base = Btf.load("/sys/kernel/btf/vmlinux")
-        except (OSError, BtfError):
-            base = None
-    ifaces = [iface] if iface else _interfaces_with_drivers()
-    if iface and not os.path.exists(f"/sys/class/net/{iface}"):
-        raise SkbpathError(f"--iface {iface}: no such interface")
-    driver_funcs: dict[str, list[str]] = {}
-    for name in ifaces:
-        module = interface_module(name)
-        if not module:
-            continue
-        # A module's split BTF sits on vmlinux's; a built-in driver's is vmlinux's own.
-        mod_btf = base
-        if base is not None and os.path.exists(f"/sys/kernel/btf/{module}"):
-            try:
-                mod_btf = Btf.load(f"/sys/kernel/btf/{module}", base=base)
-            except (OSError, BtfError):
-                mod_btf = None
-        for role, names in find_driver_functions(module, kernel, mod_btf).items():
-            merged = driver_funcs.setdefault(role, [])
-            merged.extend(n for n in names if n not in merged)
-    return kernel, resolve(load_catalog(), kernel, driver_funcs if ifaces else None)
-
-
-def _drop_reasons(kernel: Any) -> dict[int, str]:
-    from .btf import Btf, BtfError
-    from .drops import drop_reason_names
-
-    if not kernel.has_btf:
-        return {}
-    try:
-        return drop_reason_names(Btf.load("/sys/kernel/btf/vmlinux"))
-    except (OSError, BtfError):
-        return {}
-
-
-def _ifindex(iface: str) -> int:
-    try:
-        with open(f"/sys/class/net/{iface}/ifindex") as fh:
-            return int(fh.read())
-    except (OSError, ValueError) as exc:
-        raise SkbpathError(f"--iface {iface}: no such interface") from exc
+    return resolve_catalog(kernel, btf, iface)
 
 
 @click.command()
@@ -140,6 +81,7 @@ def trace(
 
     from .bpfconfig import Filters, build_cflags, own_netns
     from .kernel import read_kernel_info
+    from .prepare import KernelBtf, drop_reasons, fentry_split, ifindex, tracepoint_resolution
 
     inspect = list_probes or ebpf
     if not inspect and os.geteuid() != 0:
@@ -148,6 +90,7 @@ def trace(
         _tracefs_list(ebpf)
         return
     kernel = read_kernel_info()
+    btf = KernelBtf(kernel)  # parsed once, on first use
     if attach == "auto":
         # Printing the program needs neither bcc nor headers: choose as if present.
         attach = _choose_attach(kernel, compile_needs=not inspect)
@@ -164,13 +107,13 @@ def trace(
         check_environment(kernel, attach)
     plan = None
     if attach == "tracepoint":
-        resolution = _tracepoint_resolution(kernel)
+        resolution = tracepoint_resolution(kernel, btf)
     else:
-        _kernel, resolution = _resolve(iface, kernel)
+        resolution = _resolve(iface, kernel, btf)
         if attach == "fentry":
-            plan = _fentry_plan(kernel, resolution)
+            plan = fentry_split(kernel, btf, resolution)
     filters = Filters(
-        pid=pid, comm=comm, iface=iface, ifindex=_ifindex(iface) if iface else None,
+        pid=pid, comm=comm, iface=iface, ifindex=ifindex(iface) if iface else None,
         proto=proto, port=port, host=host,
     )
     if inspect:
@@ -193,7 +136,7 @@ def trace(
         err.print(f"skbpath: fentry for {len(plan.fentry)} functions, kprobes for "
                   f"{len(plan.kprobe)} symbols (see --list-probes)")
     opts = TraceOptions(output=output, duration=duration, filters=filters, ready_file=ready_file,
-                        recorded_with=recorded_with, drop_reasons=_drop_reasons(kernel))
+                        recorded_with=recorded_with, drop_reasons=drop_reasons(btf))
 
     def progress(events: int, lost: int, elapsed: float) -> None:
         err.print(f"  {elapsed:6.1f} s  {events:>10,d} events  {lost:>8,d} lost", highlight=False)
@@ -241,37 +184,6 @@ def _choose_attach(kernel: Any, compile_needs: bool = True) -> str:
         click.echo(f"skbpath: {kernel.release}: no {'; no '.join(why)}: using {mode}{tail}",
                    err=True)
     return mode
-
-
-def _tracepoint_resolution(kernel: Any) -> Any:
-    """tracepoint mode's function table: the tracepoints in this kernel's BTF."""
-    from .btf import Btf, BtfError
-    from .rawtp import tracepoint_table
-    from .resolve import Resolution
-
-    try:
-        btf = Btf.load("/sys/kernel/btf/vmlinux")
-    except (OSError, BtfError) as exc:
-        raise SkbpathError(f"--attach tracepoint needs the kernel's BTF: {exc}") from exc
-    funcs, skipped = tracepoint_table(btf)
-    if not funcs.funcs:
-        raise SkbpathError(f"--attach tracepoint: none of skbpath's tracepoints is in "
-                           f"{kernel.release}'s BTF")
-    return Resolution(funcs, skipped)
-
-
-def _fentry_plan(kernel: Any, resolution: Any) -> Any:
-    """Which resolved functions fentry mode attaches by trampoline (vmlinux BTF only)."""
-    from .attach import fentry_plan
-    from .btf import Btf, BtfError
-
-    btf = None
-    if kernel.has_btf:
-        try:
-            btf = Btf.load("/sys/kernel/btf/vmlinux")
-        except (OSError, BtfError):
-            btf = None
-    return fentry_plan(resolution.funcs, btf, kernel.traceable)
 
 
 def _list_probes(resolution: Any, attach: str, plan: Any) -> None:
@@ -347,54 +259,3 @@ def _trace_tracefs(kernel: Any, output: str, duration: float | None, iface: str 
     err.print("skbpath: " + ("LOST " + ", ".join(f"{k}={v:,d}" for k, v in sorted(lost.items()))
                              if lost else "lost: none (tracefs overrun=0, dropped events=0)"))
     _add_sources(output, vmlinux, module_debug)
-
-
-# ---------------------------------------------------------------- lab
-@click.command()
-@click.option("-o", "--output", default="lab.skbtrace", show_default=True,
-              help="Where to write the trace on the host.")
-@click.option("--traffic", default="bulk", show_default=True,
-              help="A preset: bulk (iperf3 TCP), rr (TCP request/response), udp, closed "
-                   "(closed ports), firewall (nftables DROP), arp (flushed neighbours, ping), "
-                   "loopback (TCP over 127.0.0.1); or any shell command, with $PEER the "
-                   "peer's address.")
-@click.option("--topology", type=click.Choice(["pair", "forward"]), default="pair",
-              show_default=True,
-              help="pair: two NICs, one in a netns; forward: the guest routes from a "
-                   "client netns's NIC to a veth into the peer's netns.")
-@click.option("--nic", type=click.Choice(["e1000", "virtio"]), default="e1000",
-              show_default=True, help="The NIC model QEMU emulates.")
-@click.option("--kernel", default=None, help="Kernel image to boot.")
-@click.option("--trace-opt", "trace_opts", multiple=True,
-              help="Extra option for 'skbpath trace' in the guest (repeatable).")
-@click.option("--timeout", default=900, show_default=True, help="Give up after this many s.")
-def lab(output: str, traffic: str, topology: str, nic: str, kernel: str | None,
-        trace_opts: tuple[str, ...], timeout: int) -> None:
-    """Boot a real kernel in QEMU and trace traffic between two emulated NICs.
-
-    The guest runs Debian's 6.1 kernel on this machine's root file system
-    (virtme-ng, no KVM needed).  With --topology pair, one NIC (198.18.0.1)
-    stays in the root namespace and the other (198.18.0.2, $PEER) sits in a
-    netns.  With --topology forward the guest is a router: traffic from a
-    client netns enters through one NIC and leaves over a veth to the peer
-    (198.18.0.130, $PEER).
-
-    \b
-    Examples:
-      skbpath lab -o bulk.skbtrace
-      skbpath lab --traffic rr -o rr.skbtrace
-      skbpath lab --traffic 'ping -c 5 $PEER' -o ping.skbtrace
-      skbpath lab --trace-opt=--proto --trace-opt=tcp
-      skbpath lab --topology forward --traffic rr -o forward.skbtrace
-      skbpath lab --nic virtio --traffic udp -o virtio.skbtrace
-    """
-    from .lab import DEFAULT_KERNEL, LabOptions, run_lab
-
-    opts = LabOptions(output=output, traffic=traffic, topology=topology, nic=nic,
-                      kernel=kernel or DEFAULT_KERNEL, trace_args=list(trace_opts),
-                      timeout=timeout)
-    path = run_lab(opts)
-    from .live import chown_to_invoker
-
-    chown_to_invoker(path)
-    _stderr().print(f"skbpath lab: trace written to {path}")
