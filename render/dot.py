@@ -109,7 +109,8 @@ def calltree_dot(
     ids = {id(n): f"n{i}" for i, n in enumerate(nodes)}
     hot: set[int] = set()
     for root in tree.sorted_roots():
-        hot.update(id(n) for n in tree.hottest_path(root))
+        if root.children:  # a lone node is no path (tracepoint hits never nest)
+            hot.update(id(n) for n in tree.hottest_path(root))
     max_count = max((n.count for n in nodes), default=1)
     if hidden:
         title = (

@@ -115,8 +115,9 @@ def test_rendering_is_deterministic(traces: dict[str, Replay], case: str) -> Non
 @pytest.mark.parametrize("case", CASES)
 def test_every_svg_parses(traces: dict[str, Replay], case: str) -> None:
     tree = _tree(traces, case)
+    weight = default_weight(traces[case].contents.header)
     for include_script in (True, False):
-        svg = calltree_flamegraph(tree, title=case, include_script=include_script)
+        svg = calltree_flamegraph(tree, weight=weight, title=case, include_script=include_script)
         root = ET.fromstring(svg)
         assert root.tag == f"{SVG_NS}svg"
         assert (root.find(f"{SVG_NS}script") is not None) == include_script
@@ -205,7 +206,8 @@ def _title(g: ET.Element) -> str:
 
 @pytest.mark.parametrize("case", CASES)
 def test_flamegraph_one_title_per_frame(traces: dict[str, Replay], case: str) -> None:
-    svg = calltree_flamegraph(_tree(traces, case), title=case)
+    weight = default_weight(traces[case].contents.header)
+    svg = calltree_flamegraph(_tree(traces, case), weight=weight, title=case)
     frames = _frames(svg)
     assert frames
     root = ET.fromstring(svg)
