@@ -15,10 +15,10 @@ from tracer.drivers import (
     ethtool_driver,
     find_driver_functions,
     interface_module,
-    load_btf,
 )
 from tracer.errors import SkbpathError
 from tracer.kernel import KernelInfo, read_kernel_info
+from tracer.prepare import KernelBtf
 from tracer.resolve import INLINED, NO_INTERFACE, NOT_TRACEABLE, Skipped, resolve
 
 FILTER_FUNCTIONS = """\
@@ -146,6 +146,11 @@ def test_by_module_derived_when_not_given() -> None:
     assert k.module_functions("other") == set()
 
 
+def _btf(k: KernelInfo, root: str) -> KernelBtf:
+    """The fake root's BTF, as the tracer loads it."""
+    return KernelBtf(k, os.path.join(root, "sys/kernel/btf"))
+
+
 # ----------------------------------------------------------------- drivers.py
 
 
@@ -188,7 +193,7 @@ def test_interface_builtin_driver_gives_driver_name(tmp_path: Path) -> None:
 def test_driver_functions_by_btf_signature(tmp_path: Path) -> None:
     root = str(make_root(tmp_path))
     k = read_kernel_info(root)
-    btf = load_btf("e1000", root)
+    btf = _btf(k, root).for_driver("e1000")
     assert btf is not None
     found = find_driver_functions("e1000", k, btf)
     assert found == {
@@ -255,8 +260,9 @@ def test_driver_functions_builtin_by_prefix() -> None:
     assert find_driver_functions("e1000", k, btf) == {}
 
 
-def test_load_btf_absent(tmp_path: Path) -> None:
-    assert load_btf("e1000", str(tmp_path)) is None
+def test_driver_btf_absent(tmp_path: Path) -> None:
+    root = str(tmp_path)
+    assert _btf(read_kernel_info(root), root).for_driver("e1000") is None
 
 
 def test_base_name() -> None:
@@ -316,7 +322,7 @@ def test_resolve_driver_roles(tmp_path: Path) -> None:
     k = read_kernel_info(root)
     module = interface_module("eth0", root)
     assert module == "e1000"
-    drivers = find_driver_functions(module, k, load_btf(module, root))
+    drivers = find_driver_functions(module, k, _btf(k, root).for_driver(module))
     drivers["rx_clean"] = ["e1000_clean_rx_irq", "e1000_clean_jumbo_rx_irq"]
     cat = [
         spec("tcp_sendmsg"),

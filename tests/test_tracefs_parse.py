@@ -332,9 +332,10 @@ def test_auto_falls_back_to_tracefs_saying_why(
     assert cli_record._choose_attach(_kernel(has_fentry=True, has_headers=True)) == "fentry"
     assert capsys.readouterr().err == ""
     monkeypatch.setitem(sys.modules, "bcc", None)
-    from tracer.live import kprobe_gaps
+    from tracer.attach import mode_gaps
+    from tracer.live import features
 
-    assert kprobe_gaps(_kernel(has_kprobes=True)) == ["no bcc", "no headers"]
+    assert mode_gaps(features(_kernel(has_kprobes=True)), "kprobe") == ["no bcc", "no headers"]
 
 
 def test_cli_not_root_and_unsupported_filters(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -39,7 +39,7 @@ import socket
 import struct
 from collections.abc import Callable
 
-from tracer.btf import Btf, BtfError
+from tracer.btf import Btf
 from tracer.errors import SkbpathError
 from tracer.kernel import KernelInfo
 
@@ -124,23 +124,6 @@ def interface_module(
     except (OSError, ValueError):
         return None
     return LOOPBACK_DRIVER if flags & IFF_LOOPBACK else None
-
-
-def load_btf(module: str | None, root: str = "/") -> Btf | None:
-    """vmlinux BTF, with ``module``'s split BTF on top when it has one; None if absent."""
-    btfdir = os.path.join(root, "sys/kernel/btf")
-    try:
-        base = Btf.load(os.path.join(btfdir, "vmlinux"))
-    except BtfError:
-        return None
-    if module:
-        path = os.path.join(btfdir, module)
-        if os.path.exists(path):
-            try:
-                return Btf.load(path, base=base)
-            except BtfError:
-                return base
-    return base
 
 
 def _name_rank(role: str, name: str) -> int | None:

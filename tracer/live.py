@@ -53,11 +53,6 @@ def features(kernel: KernelInfo) -> Features:
     return Features.detect(kernel, bcc_available(), platform.machine())
 
 
-def kprobe_gaps(kernel: KernelInfo) -> list[str]:
-    """What kprobe mode lacks on this machine (besides root), in words; empty if nothing."""
-    return mode_gaps(features(kernel), "kprobe")
-
-
 def check_environment(kernel: KernelInfo, attach: str = "kprobe") -> None:
     """Raise one clear error, exit code 2, if this machine cannot trace live in ``attach`` mode."""
     if os.geteuid() != 0:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from .btf import Btf
 from .functions import FuncInfo, FuncTable
 from .resolve import Skipped
+from .stackframes import strip_leading
 from .tracefs_parse import TRACEPOINTS, Tracepoint
 
 SKB_TYPE = "struct sk_buff *"
@@ -91,7 +92,4 @@ def strip_tracing_frames(frames: list[str]) -> list[str]:
 
     tracer/drops.py then reads the dropper in frames[1], as in the other modes.
     """
-    i = 0
-    while i < len(frames) - 1 and frames[i].startswith(_TRACING_FRAMES):
-        i += 1
-    return frames[i:]
+    return strip_leading(frames, _TRACING_FRAMES)

@@ -24,6 +24,14 @@ def frame_function(frame: str) -> str:
     return frame.split("+", 1)[0].split(" ", 1)[0]
 
 
+def strip_leading(frames: list[str], prefixes: tuple[str, ...]) -> list[str]:
+    """``frames`` without leading frames starting with ``prefixes``; the last frame stays."""
+    i = 0
+    while i < len(frames) - 1 and frames[i].startswith(prefixes):
+        i += 1
+    return frames[i:]
+
+
 def clean_stack(frames: list[str]) -> list[str]:
     """``frames`` (innermost first) without BPF program and trampoline frames."""
     i = 0

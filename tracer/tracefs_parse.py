@@ -23,6 +23,7 @@ from typing import Any
 from .events import ENTRY, EXIT
 from .functions import FuncInfo, FuncTable
 from .resolve import Skipped
+from .stackframes import strip_leading
 
 TRACK_MAX = 65536  # skbs tracked for user-space filters, like the kernel's LRU map
 
@@ -359,10 +360,7 @@ class StackIds:
         """The stack id of these frames (-1 for none), tracing frames removed."""
         if not frames:
             return -1
-        i = 0
-        while i < len(frames) - 1 and frames[i].startswith(_TRACING_FRAMES):
-            i += 1
-        key = tuple(frames[i:])
+        key = tuple(strip_leading(frames, _TRACING_FRAMES))
         sid = self.ids.get(key)
         if sid is None:
             sid = self.ids[key] = len(self.ids)

@@ -14,6 +14,20 @@ from tracer.lab import DEFAULT_KERNEL
 from tracer.replay import Replay, replay
 
 
+def check_nesting(r: Replay) -> int:
+    """Assert that no journey step took longer than its enclosing step; return how many pairs."""
+    checked = 0
+    for j in r.model.journey_list:
+        open_at: dict[int, int | None] = {}
+        for s in j.steps:
+            parent = open_at.get(s.depth - 1) if s.depth else None
+            if parent is not None and s.inclusive is not None:
+                assert s.inclusive <= parent, (j.id, s.func)
+                checked += 1
+            open_at[s.depth] = s.inclusive
+    return checked
+
+
 def boot_and_trace(
     tmp_path_factory: pytest.TempPathFactory,
     traffic: str,

@@ -6,7 +6,7 @@ import statistics
 
 import pytest
 
-from tests.lab.labrun import boot_and_trace
+from tests.lab.labrun import boot_and_trace, check_nesting
 from tests.lab.test_lab_tcp import RX_CHAIN, TX_CHAIN, has_subsequence
 from tracer.replay import Replay
 
@@ -49,21 +49,14 @@ def test_tx_and_rx_chains_cross_fentry_and_kprobe_functions(fentry_trace: Replay
 
 
 def test_latencies_are_sane(fentry_trace: Replay) -> None:
-    nested = 0
     sendmsg = []
     for j in fentry_trace.model.journey_list:
-        open_at: dict[int, int | None] = {}
         for s in j.steps:
             if s.inclusive is not None:
                 assert 0 <= s.inclusive < 10_000_000_000, (j.id, s.func, s.inclusive)
                 if s.func == "tcp_sendmsg":
                     sendmsg.append(s.inclusive)
-            parent = open_at.get(s.depth - 1) if s.depth else None
-            if parent is not None and s.inclusive is not None:
-                assert s.inclusive <= parent, (j.id, s.func)
-                nested += 1
-            open_at[s.depth] = s.inclusive
-    assert nested > 100
+    assert check_nesting(fentry_trace) > 100
     # 200 sends of 100 bytes: each is microseconds to a few ms, even under TCG.
     assert len(sendmsg) >= 100
     assert 0 < statistics.median(sendmsg) < 50_000_000

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.labrun import boot_and_trace
+from tests.lab.labrun import boot_and_trace, check_nesting
 from tracer.model import JourneyView
 from tracer.replay import Replay
 
@@ -88,16 +88,7 @@ def test_rx_journey_runs_from_napi_to_tcp(lab_trace: Replay) -> None:
 
 
 def test_every_child_is_no_slower_than_its_parent(lab_trace: Replay) -> None:
-    checked = 0
-    for j in lab_trace.model.journey_list:
-        open_at: dict[int, int | None] = {}
-        for s in j.steps:
-            parent = open_at.get(s.depth - 1) if s.depth else None
-            if parent is not None and s.inclusive is not None:
-                assert s.inclusive <= parent, (j.id, s.func)
-                checked += 1
-            open_at[s.depth] = s.inclusive
-    assert checked > 100
+    assert check_nesting(lab_trace) > 100
 
 
 def test_kernel_stacks_show_frames_probes_cannot_see(lab_trace: Replay) -> None:
