@@ -88,6 +88,14 @@ BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_STACK_TRACE(stacks, STACK_ENTRIES);
 BPF_PERCPU_ARRAY(counters, u64, CNT_SLOTS);
 
+// The running thread, for state kept from a probe to its return.  Idle tasks
+// all have tid 0: tell them apart by CPU (tids stay below 2^22, pid_max's limit).
+static __always_inline u64 thread_key(void)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    return tid ? tid : (u64)bpf_get_smp_processor_id() << 24;
+}
+
 #if defined(FILTER_IFINDEX) || defined(FILTER_PROTO) || defined(FILTER_PORT) || \
     defined(FILTER_HOST) || defined(FILTER_TGID) || defined(FILTER_COMM0)
 #define FILTERING 1
@@ -99,11 +107,7 @@ BPF_HASH(suppressed, u64, u32, 16384);
 
 static __always_inline u64 frame_key(u16 func)
 {
-    u64 id = bpf_get_current_pid_tgid();
-    u32 tid = (u32)id;
-    // Idle tasks all have tid 0: tell them apart by CPU.
-    u64 who = tid ? tid : (u64)bpf_get_smp_processor_id() << 24;
-    return (who << 16) | func;
+    return (thread_key() << 16) | func;
 }
 #endif
 
@@ -377,13 +381,6 @@ struct route_args {
     u64 res;
 };
 BPF_HASH(route_calls, u64, struct route_args, 4096);
-
-static __always_inline u64 thread_key(void)
-{
-    u32 tid = (u32)bpf_get_current_pid_tgid();
-    // Idle tasks all have tid 0: tell them apart by CPU.
-    return tid ? tid : (1ULL << 32) | bpf_get_smp_processor_id();
-}
 
 static __always_inline void save_route_args(u64 tb, u64 res)
 {
