@@ -2,26 +2,40 @@
 #   make demo   live trace of TCP in the lab, rendered to out/
 #   make test   lint, types, unit tests and lab tests
 #   make bench  benchmarks (bench/)
+#   make docs   the README's pictures (SVG, and PNG screenshots by headless Chromium)
 
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := qemu-system-x86 linux-image-6.1.0-56-amd64 linux-headers-6.1.0-56-amd64 \
-	python3-bpfcc bpfcc-tools python3-venv iperf3 graphviz busybox-static iproute2 iputils-ping gcc nftables
+# The lab kernels: the newest ABI of each series the archive has (image and
+# headers), found with apt-cache at setup time: an ABI pinned here breaks
+# setup once Debian drops it.  Patterns: 6.1.0-57-amd64, 6.12.117+deb12-amd64.
+LAB_KERNELS := '6\.1\.0-[0-9]+' '6\.12\.[0-9]+\+deb[0-9]+'
+APT_PACKAGES := qemu-system-x86 \
+	python3-bpfcc bpfcc-tools python3-venv iperf3 graphviz busybox-static iproute2 iputils-ping gcc nftables \
+	chromium chromium-driver libpcap0.8
 OUT := out
 
-.PHONY: all setup apt venv demo test unit lab-test lint bench bench-lab bench-attach docs clean
+.PHONY: all setup apt venv demo test unit lab-test lint bench bench-lab bench-attach bench-drain docs clean
 all: test
 
+# A stale package list may lack a kernel series, or name an ABI the archive has
+# dropped: hence apt-get update before installing anything.
 apt:
-	@missing=$$(for p in $(APT_PACKAGES); do \
-	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-	    echo "apt: installing $$missing"; \
-	    SUDO=$$([ $$(id -u) = 0 ] || echo sudo); \
-	    $$SUDO apt-get update -qq && \
-	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	fi
+	@SUDO=$$([ $$(id -u) = 0 ] || echo sudo); \
+	newest() { apt-cache pkgnames linux-image-6. 2>/dev/null \
+	    | grep -E "^linux-image-$$1-amd64$$" | sort -V | tail -1; }; \
+	resolve() { kernels=; for re in $(LAB_KERNELS); do \
+	    img=$$(newest "$$re"); [ -n "$$img" ] || { bad=$$re; return 1; }; \
+	    kernels="$$kernels $$img $${img/linux-image/linux-headers}"; done; }; \
+	missing() { for p in $(APT_PACKAGES) $$kernels; do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done; }; \
+	if resolve && [ -z "$$(missing)" ]; then exit 0; fi; \
+	$$SUDO apt-get update -qq; \
+	resolve || { echo "apt: no lab kernel matching linux-image-$$bad-amd64"; exit 1; }; \
+	todo=$$(missing | tr "\n" " "); \
+	echo "apt: installing $$todo"; \
+	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$todo >/dev/null
 
 # bcc's Python module is Debian's, built for /usr/bin/python3: hence that
 # interpreter and --system-site-packages.
@@ -34,12 +48,18 @@ $(VENV)/.installed: pyproject.toml | apt
 venv: $(VENV)/.installed
 setup: apt venv
 
+# Ends with a screenful (replay --summary); the full tree is one command away:
+# skbpath replay out/lab.skbtrace.
 demo: setup
-	mkdir -p $(OUT)
+	@mkdir -p $(OUT)
 	$(VENV)/bin/skbpath lab -o $(OUT)/lab.skbtrace
-	$(VENV)/bin/skbpath render $(OUT)/lab.skbtrace -o $(OUT)
-	$(VENV)/bin/skbpath replay $(OUT)/lab.skbtrace --max-depth 14
+	@$(VENV)/bin/skbpath render $(OUT)/lab.skbtrace -o $(OUT) >/dev/null
+	@echo
+	@$(VENV)/bin/skbpath replay $(OUT)/lab.skbtrace --summary \
+	    --svg $(OUT)/calltree.svg --svg $(OUT)/flamegraph.svg
 
+# mypy checks the sources under their installed names, through src/skbpath
+# (see pyproject.toml).
 lint: setup
 	$(VENV)/bin/ruff check tracer probes render tests bench docs
 	$(VENV)/bin/mypy
@@ -64,8 +84,13 @@ bench-lab: setup
 bench-attach: setup
 	$(PY) bench/attach_cost.py
 
+# Ring buffer drain: the bulk reader vs bcc's callback (root, bcc, the 6.1 headers).
+bench-drain: setup
+	$(PY) bench/drain.py
+
 clean:
 	rm -rf $(OUT) .pytest_cache .mypy_cache .ruff_cache
 
+# The README's pictures: SVGs, and PNG screenshots of them by headless Chromium.
 docs: setup
 	$(PY) docs/make_images.py sample_traces/tcp_bulk.skbtrace

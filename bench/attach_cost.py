@@ -3,7 +3,7 @@
 One lab boot; inside it, the same TCP request/response run (1000 exchanges
 of 100 bytes by default, ~100 traced calls each) goes untraced, then under
 ``skbpath trace --attach kprobe``, then under ``--attach fentry``, and round
-again.  Each run's wall time comes from ``tracer.rr``.  Reports the median
+again.  Each run's wall time comes from ``skbpath.tracer.lab.rr``.  Reports the median
 time per exchange of each, and the traced/untraced ratios.  Needs root and
 the lab (``make bench-attach``).  ``--from DIR`` reports a finished run's
 work directory instead of booting.
@@ -20,8 +20,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tracer.lab import LabOptions, run_lab  # noqa: E402
-from tracer.tracefile import TraceReader  # noqa: E402
+from skbpath.tracer.lab.vm import LabOptions, run_lab  # noqa: E402
+from skbpath.tracer.traces.tracefile import TraceReader  # noqa: E402
 
 MODES = ("plain", "kprobe", "fentry")
 _DONE = re.compile(r"rr: (\d+) exchanges done in ([\d.]+) s")

@@ -21,8 +21,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from probes.catalog import load_catalog  # noqa: E402
-from tracer.dwarf import SourceMap  # noqa: E402
+from skbpath.probes.catalog import load_catalog  # noqa: E402
+from skbpath.tracer.kernel.dwarf import SourceMap  # noqa: E402
 
 VMLINUX = "/usr/lib/debug/boot/vmlinux-6.1.0-56-amd64"
 RESULTS = os.path.join(ROOT, "bench", "results-dwarf.md")

@@ -17,9 +17,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from probes.catalog import LAYERS  # noqa: E402
-from render.flamegraph import flamegraph_svg  # noqa: E402
-from render.folded import parse_folded  # noqa: E402
+from skbpath.probes.catalog import LAYERS  # noqa: E402
+from skbpath.render.flamegraph import flamegraph_svg  # noqa: E402
+from skbpath.render.folded import parse_folded  # noqa: E402
 
 SEED = 20240521
 

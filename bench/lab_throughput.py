@@ -17,8 +17,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tracer.lab import LabOptions, run_lab  # noqa: E402
-from tracer.tracefile import TraceReader  # noqa: E402
+from skbpath.tracer.lab.vm import LabOptions, run_lab  # noqa: E402
+from skbpath.tracer.traces.tracefile import TraceReader  # noqa: E402
 
 
 def _bps(path: str) -> float:

@@ -23,11 +23,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from skbpath.tracer.model.core import Model  # noqa: E402
+from skbpath.tracer.model.replay import function_table  # noqa: E402
+from skbpath.tracer.traces.events import pack_events  # noqa: E402
+from skbpath.tracer.traces.tracefile import TraceReader, TraceWriter  # noqa: E402
+
 from tests.synth import demo_table, tx_rx_stream  # noqa: E402
-from tracer.events import pack_events  # noqa: E402
-from tracer.model import Model  # noqa: E402
-from tracer.replay import function_table  # noqa: E402
-from tracer.tracefile import TraceReader, TraceWriter  # noqa: E402
 
 TARGET_S = 2.0
 EVENTS_PER_PACKET = 36  # tx_rx_stream: 9 TX calls + 9 RX/free calls, entry and return each
@@ -50,7 +51,7 @@ def build_trace(path: str, events: int) -> int:
         "filters": {},
     }
     with open(path, "wb") as fh:
-        w = TraceWriter(fh, header)
+        w = TraceWriter(fh, header, version=1)
         for i in range(0, len(stream), BATCH):
             w.write_events(pack_events(stream[i : i + BATCH]))
         w.close()

@@ -16,9 +16,8 @@ for _p in (HERE, ROOT):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-# bench/ is not a package: its scripts import each other as top-level modules.
-import flamegraph_speed  # noqa: E402
-import replay_speed  # noqa: E402
+# bench/ is a namespace package under the checkout's root, which is on the path.
+from bench import flamegraph_speed, replay_speed  # noqa: E402
 
 
 def machine() -> str:

@@ -1,14 +1,18 @@
-"""Load the probe catalog, ``catalog.toml``, into typed entries.
+"""Load the probe catalogs into typed entries: ``catalog.toml`` and ``tracepoints.toml``.
 
-The catalog is data: which kernel functions to probe, on which path (tx, rx,
-free), in which layer, and which argument carries the skb.  Resolving it
-against a running kernel is the tracer's job (``tracer.resolve``).
+The catalogs are data: which kernel functions (``catalog.toml``) and which
+tracepoints (``tracepoints.toml``, for tracepoint and tracefs modes) to
+probe, on which path (tx, rx, free), in which layer, and where the skb is.
+Resolving them against a running kernel is the tracer's job
+(``tracer/record/resolve.py``, ``tracer/record/rawtp.py``,
+``tracer/record/tracefs/parse.py``).
 """
 
 from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass
+from functools import cache
 from importlib import resources
 from typing import Any
 
@@ -98,10 +102,87 @@ def parse_catalog(text: str) -> list[ProbeSpec]:
 
 def load_catalog() -> list[ProbeSpec]:
     """Load the catalog shipped with skbpath."""
-    text = resources.files("probes").joinpath("catalog.toml").read_text(encoding="utf-8")
+    text = resources.files("skbpath.probes").joinpath("catalog.toml").read_text(encoding="utf-8")
     return parse_catalog(text)
+
+
+@dataclass(frozen=True)
+class Tracepoint:
+    """One tracepoint skbpath uses, and how it maps to the model."""
+
+    group: str
+    event: str
+    path: str
+    layer: str
+    skb: bool = True
+    frees: bool = False
+    drop: bool = False
+    stack: bool = False
+
+    @property
+    def name(self) -> str:
+        """``group:event``, the name used in the trace's function table."""
+        return f"{self.group}:{self.event}"
+
+    def spec(self, skb_arg: int, aux_arg: int = 0) -> ProbeSpec:
+        """The probe spec of this tracepoint, with its arguments where the mode found them."""
+        return ProbeSpec(name=self.name, path=self.path, layer=self.layer, skb_arg=skb_arg,
+                         stack=self.stack, frees=self.frees, drop=self.drop, aux_arg=aux_arg)
+
+
+def _tracepoint(raw: Any, index: int) -> Tracepoint:
+    if not isinstance(raw, dict):
+        raise CatalogError(f"tracepoint #{index}: not a table")
+    fields = Tracepoint.__dataclass_fields__
+    unknown = set(raw) - set(fields)
+    if unknown:
+        raise CatalogError(f"tracepoint #{index}: unknown keys {sorted(unknown)}")
+    missing = [k for k in ("group", "event", "path", "layer") if k not in raw]
+    if missing:
+        raise CatalogError(f"tracepoint #{index}: missing {missing}")
+    for key, value in raw.items():
+        want = bool if fields[key].type in ("bool", bool) else str
+        if type(value) is not want or (want is str and not value):
+            raise CatalogError(f"tracepoint #{index}: {key} must be a {want.__name__}"
+                               + (" (non-empty)" if want is str else ""))
+    tp = Tracepoint(**raw)
+    if tp.path not in PATHS:
+        raise CatalogError(f"{tp.name}: path {tp.path!r} not in {PATHS}")
+    if tp.layer not in LAYERS:
+        raise CatalogError(f"{tp.name}: layer {tp.layer!r} not in {LAYERS}")
+    if (tp.frees or tp.drop) and not tp.skb:
+        raise CatalogError(f"{tp.name}: frees and drop need skb")
+    return tp
+
+
+def parse_tracepoints(text: str) -> tuple[Tracepoint, ...]:
+    """Parse tracepoint-catalog TOML text into tracepoints, checking every field."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise CatalogError(f"tracepoint catalog is not valid TOML: {exc}") from exc
+    extra = set(data) - {"tracepoint"}
+    if extra:
+        raise CatalogError(f"tracepoint catalog: unknown top-level keys {sorted(extra)}")
+    raws = data.get("tracepoint", [])
+    if not isinstance(raws, list):
+        raise CatalogError("tracepoint catalog: 'tracepoint' must be an array of tables")
+    tps = tuple(_tracepoint(raw, i) for i, raw in enumerate(raws))
+    names = [tp.name for tp in tps]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise CatalogError(f"duplicate tracepoints: {dupes}")
+    return tps
+
+
+@cache
+def load_tracepoints() -> tuple[Tracepoint, ...]:
+    """The tracepoints shipped with skbpath, in path order (parsed once, then cached)."""
+    text = resources.files("skbpath.probes").joinpath("tracepoints.toml").read_text(
+        encoding="utf-8")
+    return parse_tracepoints(text)
 
 
 def bpf_source(name: str = "skbpath.bpf.c") -> str:
     """Return the path of a BPF C file shipped in this package."""
-    return str(resources.files("probes").joinpath(name))
+    return str(resources.files("skbpath.probes").joinpath(name))

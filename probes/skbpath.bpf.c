@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 //
 // skbpath's BPF programs: kprobe/kretprobe, fentry/fexit and raw tracepoint
-// programs that all report through emit().  Compiled by bcc; configured only
-// through cflags (see tracer/bpfconfig.py), never by editing this text.  Each
+// programs that all report through push()/pop() (point() for a hit).  Compiled by bcc; configured only
+// through cflags (see tracer/record/cflags.py), never by editing this text.  Each
 // list defaults to empty:
 //
 //   SKBPATH_PROBES      kprobes, an X-macro list, e.g. "P(0,0,0,0,0,0) P(1,2,0,1,0,0)":
@@ -26,16 +26,30 @@
 //   FILTER_HOST         either IPv4 address equals this (network order, u32)
 //   FILTER_TGID         only this process's sockets
 //   FILTER_COMM0/1      only sockets of tasks named so (comm as two u64s)
+//   FILTER_PCAP         a pcap-filter expression, as PCAP_ETH_PROG and
+//                       PCAP_RAW_PROG (classic BPF; see pcap_filter.h)
 //   ROUTE_FUNC_ID       the id of fib_table_lookup (catalog result = "route"):
 //                       its return event carries the route found (FLAG_RESULT;
-//                       the packing is documented in tracer/routes.py)
+//                       the packing is documented in tracer/model/routes.py)
 //   TRACER_NETNS        the tracer's network namespace inode: routes whose
 //                       output device is elsewhere are flagged as such
 //
-// One event goes out per function entry and one per return; user space
-// pairs them (tracer/pairing.py), so a lost return is detectable there.  A
-// tracepoint hit is a zero-length call: its ENTRY and EXIT events go out as
-// one 80-byte record.
+//   SKBPATH_CONTEXT     softirq entry points (catalog context = true), e.g.
+//                       "C(4) C(9)": their calls start a new context on the
+//                       thread's frame stack and never mark the task they
+//                       interrupted as having handled an skb
+//   FRAME_THREADS       capacity of the per-thread frame stack map
+//   MAX_DEPTH           frames per thread (a power of two; default 64)
+//
+// One record goes out per call, at its return (trace format version 2,
+// tracer/traces/events.py): the entry pushes a frame on the running
+// thread's frame stack, the return pops the frame of the same function and
+// emits one struct call.  Frames above it never saw their return (a
+// kretprobe maxactive miss): they go out flagged NO_RETURN.  Interrupts are
+// LIFO, so a softirq that runs on the task it interrupted simply nests on
+// that task's stack.  A call without an skb goes out only if an skb call (or
+// a RESULT) happened inside it; the others are counted per function in
+// empty_calls.  A tracepoint hit goes out as one POINT record.
 
 #include <uapi/linux/ptrace.h>
 #include <uapi/linux/if_ether.h>
@@ -48,31 +62,64 @@
 #include <linux/netdevice.h>
 #include <net/sock.h>
 
-#define KIND_ENTRY 0
-#define KIND_EXIT 1
-#define KIND_HIT 2  // emit() only: an ENTRY and an EXIT at the same time, one record
-#define FLAG_RESULT 2  // a return whose skb and aux fields carry its result
-#define FLAG_MATCHED 1
+#define FLAG_MATCHED 1    // the filter matched this call's skb
+#define FLAG_RESULT 2     // the record's result and aux fields carry the call's result
+#define FLAG_NO_RETURN 4  // the return never came: closed when an outer frame returned
+#define FLAG_POINT 8      // a tracepoint hit: no duration
 
-// Counter slots, read by tracer/live.py.  Keep in step with COUNTERS there.
+// Counter slots, read by tracer/record/bpf/backend.py.  Keep in step with COUNTERS there.
 #define CNT_RINGBUF_LOST 0
 #define CNT_STACK_LOST 1
 #define CNT_FILTERED 2
-#define CNT_SLOTS 4
+#define CNT_NO_RETURN 3
+#define CNT_UNMATCHED 4
+#define CNT_DEPTH_OVERFLOW 5
+#define CNT_FRAMES_FULL 6
+#define CNT_SLOTS 8
 
-struct event {
-    u64 ts;
+// One traced call, written at its return: the v2 trace's record.  The layout
+// is tracer/traces/events.py's CALL_STRUCT byte for byte (56 bytes).
+struct call {
+    u64 entry;
+    u64 duration;
     u64 skb;
+    u64 result;
     u32 tid;
     u32 tgid;
+    u32 aux;
+    s32 stack_id;
     u16 func;
-    u8 kind;
-    u8 flags;
     u16 cpu;
-    u16 pad;
+    u8 depth;
+    u8 flags;
+    u8 base;
+    u8 pad;
+};
+
+// An open call on a thread's frame stack.
+struct frame {
+    u64 entry;
+    u64 skb;
     s32 stack_id;
     u32 aux;
+    u16 func;
+    u8 flags;
+    u8 has_skb;  // an skb call or a RESULT happened in this call (or it has an skb)
+    u8 base;     // depth of the frame that began this call's context (see struct call)
+    u8 skip;     // filtered out: its return emits nothing
+    u16 pad;
 };
+
+#ifndef MAX_DEPTH
+#define MAX_DEPTH 64  // a power of two: indexes are masked with MAX_DEPTH - 1
+#endif
+#define DEPTH_MASK (MAX_DEPTH - 1)
+struct frames {
+    u32 depth;
+    u32 overflow;  // entries not pushed because the stack was full
+    struct frame f[MAX_DEPTH];
+};
+#define EMPTY_SLOTS 1024  // function ids are u16 and the catalog has far fewer
 
 #ifndef SKBPATH_PROBES
 #define SKBPATH_PROBES
@@ -84,9 +131,30 @@ struct event {
 #define SKBPATH_TRACEPOINTS
 #endif
 
+#ifndef SKBPATH_CONTEXT
+#define SKBPATH_CONTEXT
+#endif
+#ifndef FRAME_THREADS
+#define FRAME_THREADS 4096
+#endif
+
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_STACK_TRACE(stacks, STACK_ENTRIES);
 BPF_PERCPU_ARRAY(counters, u64, CNT_SLOTS);
+// Calls not emitted because no skb call happened inside them, per function id.
+BPF_PERCPU_ARRAY(empty_calls, u64, EMPTY_SLOTS);
+// Each thread's open calls (key: thread_key()).  A stack is deleted when its
+// outermost call returns, so only threads inside a traced call hold one.
+BPF_HASH(frame_stacks, u64, struct frames, FRAME_THREADS);
+// A zeroed value to create a stack from: too big for the BPF stack.
+BPF_PERCPU_ARRAY(frames_init, struct frames, 1);
+
+#define C(id) || func == (id)
+static __always_inline int is_context(u16 func)
+{
+    return 0 SKBPATH_CONTEXT;
+}
+#undef C
 
 // The running thread, for state kept from a probe to its return.  Idle tasks
 // all have tid 0: tell them apart by CPU (tids stay below 2^22, pid_max's limit).
@@ -97,18 +165,10 @@ static __always_inline u64 thread_key(void)
 }
 
 #if defined(FILTER_IFINDEX) || defined(FILTER_PROTO) || defined(FILTER_PORT) || \
-    defined(FILTER_HOST) || defined(FILTER_TGID) || defined(FILTER_COMM0)
+    defined(FILTER_HOST) || defined(FILTER_TGID) || defined(FILTER_COMM0) || defined(FILTER_PCAP)
 #define FILTERING 1
 // skbs that matched once stay traced until the LRU forgets them (pwru's idea).
 BPF_TABLE("lru_hash", u64, u8, tracked, TRACK_ENTRIES);
-// Entries dropped by the filter, so that their returns are dropped too and
-// user space never sees a return without its entry.
-BPF_HASH(suppressed, u64, u32, 16384);
-
-static __always_inline u64 frame_key(u16 func)
-{
-    return (thread_key() << 16) | func;
-}
 #endif
 
 #if defined(FILTER_TGID) || defined(FILTER_COMM0)
@@ -127,6 +187,11 @@ static __always_inline void count(u32 slot)
 #define VERDICT_NO 0
 #define VERDICT_YES 1
 #define VERDICT_UNKNOWN 2
+
+#ifdef FILTER_PCAP
+#define PCAP_READ(dst, size, addr) bpf_probe_read_kernel(dst, size, (void *)(addr))
+#include "pcap_filter.h"
+#endif
 
 #if defined(FILTER_PROTO) || defined(FILTER_PORT) || defined(FILTER_HOST)
 static __always_inline int match_tuple(u8 proto, u32 saddr, u32 daddr, u16 sport, u16 dport)
@@ -220,6 +285,15 @@ static __always_inline int classify(struct sk_buff *skb)
             verdict = VERDICT_UNKNOWN;
     }
 #endif
+#ifdef FILTER_PCAP
+    {
+        int v = pcap_classify(skb);
+        if (v == VERDICT_NO)
+            return VERDICT_NO;
+        if (v == VERDICT_UNKNOWN)
+            verdict = VERDICT_UNKNOWN;
+    }
+#endif
     return verdict;
 }
 #endif /* FILTERING */
@@ -241,108 +315,227 @@ static __always_inline int task_selected(void)
 }
 #endif
 
-static __always_inline void fill(struct event *e, u64 ts, u64 id, u64 skb, u16 func, u8 kind,
-                                 u8 flags, u16 cpu, s32 stack_id, u32 aux)
-{
-    e->ts = ts;
-    e->skb = skb;
-    e->tid = (u32)id;
-    e->tgid = id >> 32;
-    e->func = func;
-    e->kind = kind;
-    e->flags = flags;
-    e->cpu = cpu;
-    e->pad = 0;
-    e->stack_id = stack_id;
-    e->aux = aux;
-}
-
-// Shared by every program type: ctx is only handed to get_stackid, which
-// takes a kprobe's pt_regs, a trampoline's or a raw tracepoint's context.
-static __always_inline int emit_flags(void *ctx, u16 func, u8 kind, u64 skb, int want_stack,
-                                      u32 aux, u8 flags)
+// Whether the filter keeps a call with this skb; sets FLAG_MATCHED in *flags.
+static __always_inline int filter_keeps(u64 skb, u8 *flags)
 {
 #ifdef FILTERING
-    if (kind == KIND_EXIT) {
-        u64 key = frame_key(func);
-        u32 *n = suppressed.lookup(&key);
-        if (n) {
-            if (*n <= 1)
-                suppressed.delete(&key);
-            else
-                *n -= 1;
-            return 0;
-        }
-    } else if (skb) {
-        if (tracked.lookup(&skb)) {
-            flags = FLAG_MATCHED;
-        } else {
-            int verdict = classify((struct sk_buff *)skb);
-            if (verdict == VERDICT_NO) {
-                // A hit has no separate return to drop later.
-                if (kind == KIND_ENTRY) {
-                    u64 key = frame_key(func);
-                    u32 one = 1, *n = suppressed.lookup(&key);
-                    if (n)
-                        *n += 1;
-                    else
-                        suppressed.update(&key, &one);
-                }
-                count(CNT_FILTERED);
-                return 0;
-            }
-            if (verdict == VERDICT_YES) {
-                u8 one = 1;
-                tracked.update(&skb, &one);
-                flags = FLAG_MATCHED;
-            }
-        }
+    if (!skb)
+        return 1;
+    if (tracked.lookup(&skb)) {
+        *flags = FLAG_MATCHED;
+        return 1;
+    }
+    int verdict = classify((struct sk_buff *)skb);
+    if (verdict == VERDICT_NO) {
+        count(CNT_FILTERED);
+        return 0;
+    }
+    if (verdict == VERDICT_YES) {
+        u8 one = 1;
+        tracked.update(&skb, &one);
+        *flags = FLAG_MATCHED;
     }
 #endif
-    s32 stack_id = -1;
-    if (want_stack) {
-        stack_id = stacks.get_stackid(ctx, 0);
-        if (stack_id < 0)
-            count(CNT_STACK_LOST);
+    return 1;
+}
+
+static __always_inline s32 stack_of(void *ctx, int want_stack)
+{
+    if (!want_stack)
+        return -1;
+    s32 id = stacks.get_stackid(ctx, 0);
+    if (id < 0)
+        count(CNT_STACK_LOST);
+    return id;
+}
+
+static __always_inline void submit(u64 entry, u64 duration, u64 skb, u64 result, u32 aux,
+                                   s32 stack_id, u16 func, u8 depth, u8 flags, u8 base)
+{
+    struct call *c = events.ringbuf_reserve(sizeof(struct call));
+    if (!c) {
+        count(CNT_RINGBUF_LOST);
+        return;
     }
     u64 id = bpf_get_current_pid_tgid();
-    u64 ts = bpf_ktime_get_ns();
-    u16 cpu = bpf_get_smp_processor_id();
-    if (kind == KIND_HIT) {
-        struct event *e = events.ringbuf_reserve(2 * sizeof(struct event));
-        if (!e) {
-            count(CNT_RINGBUF_LOST);
+    c->entry = entry;
+    c->duration = duration;
+    c->skb = skb;
+    c->result = result;
+    c->tid = (u32)id;
+    c->tgid = id >> 32;
+    c->aux = aux;
+    c->stack_id = stack_id;
+    c->func = func;
+    c->cpu = bpf_get_smp_processor_id();
+    c->depth = depth;
+    c->flags = flags;
+    c->base = base;
+    c->pad = 0;
+    events.ringbuf_submit(c, 0);
+}
+
+// Entry: push a frame on the running thread's stack.  Shared by every
+// program type: ctx is only handed to get_stackid, which takes a kprobe's
+// pt_regs or a trampoline's context.
+static __always_inline int push(void *ctx, u16 func, u64 skb, int want_stack, u32 aux)
+{
+    u8 flags = 0;
+    u8 skip = !filter_keeps(skb, &flags);
+    u64 key = thread_key();
+    struct frames *fs = frame_stacks.lookup(&key);
+    if (!fs) {
+        u32 zero = 0;
+        struct frames *init = frames_init.lookup(&zero);
+        if (!init)
+            return 0;
+        init->depth = 0;
+        init->overflow = 0;
+        frame_stacks.update(&key, init);
+        fs = frame_stacks.lookup(&key);
+        if (!fs) {
+            // A softirq on this thread between the two calls pushed on the new
+            // stack, popped its last frame and deleted it: create it once more.
+            frame_stacks.update(&key, init);
+            fs = frame_stacks.lookup(&key);
+        }
+        if (!fs) {
+            count(CNT_FRAMES_FULL);
             return 0;
         }
-        fill(&e[0], ts, id, skb, func, KIND_ENTRY, flags, cpu, stack_id, aux);
-        fill(&e[1], ts, id, skb, func, KIND_EXIT, flags, cpu, -1, 0);
-        events.ringbuf_submit(e, 0);
+    }
+    u32 d = fs->depth;
+    if (d >= MAX_DEPTH) {
+        fs->overflow += 1;
+        count(CNT_DEPTH_OVERFLOW);
         return 0;
     }
-    struct event *e = events.ringbuf_reserve(sizeof(struct event));
-    if (!e) {
-        count(CNT_RINGBUF_LOST);
-        return 0;
-    }
-    fill(e, ts, id, skb, func, kind, flags, cpu, stack_id, aux);
-    events.ringbuf_submit(e, 0);
+    // Claim the slot before filling it: a softirq that interrupts a
+    // trampoline program from here on pushes above it, and pops back to it.
+    fs->depth = d + 1;
+    struct frame *f = &fs->f[d & DEPTH_MASK];
+    f->entry = bpf_ktime_get_ns();
+    f->skb = skip ? 0 : skb;
+    f->stack_id = skip ? -1 : stack_of(ctx, want_stack);
+    f->aux = aux;
+    f->func = func;
+    f->flags = flags;
+    f->has_skb = !skip && skb != 0;
+    f->skip = skip;
+    // A softirq root begins a context of its own; the others inherit theirs.
+    f->base = is_context(func) ? d : (d ? fs->f[(d - 1) & DEPTH_MASK].base : 0);
     return 0;
 }
 
-static __always_inline int emit(void *ctx, u16 func, u8 kind, u64 skb, int want_stack, u32 aux)
+// Close the frame at index i: emit it if something happened in it, else
+// count it as empty; tell its parent an skb call happened.
+static __always_inline void close_frame(struct frames *fs, u32 i, u64 now, u64 result, u32 raux,
+                                        u8 rflags)
 {
-    return emit_flags(ctx, func, kind, skb, want_stack, aux, 0);
+    struct frame *f = &fs->f[i & DEPTH_MASK];
+    if (f->skip)
+        return;
+    int keep = f->has_skb || (rflags & FLAG_RESULT);
+    // A context root (base == its own depth) does not mark the task it interrupted.
+    if (keep && i > 0 && f->base != i)
+        fs->f[(i - 1) & DEPTH_MASK].has_skb = 1;
+    if (!keep) {
+        u32 slot = f->func;
+        u64 *n = empty_calls.lookup(&slot);
+        if (n)
+            *n += 1;
+        return;
+    }
+    int no_return = rflags & FLAG_NO_RETURN;
+    submit(f->entry, no_return ? 0 : now - f->entry, f->skb, result,
+           (rflags & FLAG_RESULT) ? raux : f->aux, f->stack_id, f->func, i, f->flags | rflags,
+           f->base);
+}
+
+// Return: pop the nearest frame of this function among the top SEARCH ones,
+// closing the frames above it as NO_RETURN, and emit it.  A return with no
+// such frame is counted.  The search is short and unrolled, so that the
+// verifier sees a handful of paths, not a loop per depth.
+#define SEARCH 4
+static __always_inline int pop_result(u16 func, u64 result, u32 raux, u8 rflags)
+{
+    u64 key = thread_key();
+    struct frames *fs = frame_stacks.lookup(&key);
+    if (!fs) {
+        count(CNT_UNMATCHED);
+        return 0;
+    }
+    u32 d = fs->depth;
+    u32 above = SEARCH;  // frames above the one found
+#pragma unroll
+    for (u32 k = 0; k < SEARCH; k++) {
+        if (k < d && d <= MAX_DEPTH && fs->f[(d - 1 - k) & DEPTH_MASK].func == func) {
+            above = k;
+            break;
+        }
+    }
+    if (above == SEARCH) {
+        if (fs->overflow)
+            fs->overflow -= 1;  // the return of an entry the full stack could not hold
+        else
+            count(CNT_UNMATCHED);
+        return 0;
+    }
+    u64 now = bpf_ktime_get_ns();
+#pragma unroll
+    for (u32 k = 0; k < SEARCH - 1; k++) {
+        if (k >= above)
+            break;
+        count(CNT_NO_RETURN);
+        close_frame(fs, d - 1 - k, now, 0, 0, FLAG_NO_RETURN);
+    }
+    u32 found = (d - 1 - above) & DEPTH_MASK;
+    close_frame(fs, found, now, result, raux, rflags);
+    fs->depth = found;
+    if (found == 0 && !fs->overflow)
+        frame_stacks.delete(&key);
+    return 0;
+}
+
+static __always_inline int pop(u16 func)
+{
+    return pop_result(func, 0, 0, 0);
+}
+
+// A tracepoint hit: one POINT record, nested in whatever the thread is in.
+static __always_inline int point(void *ctx, u16 func, u64 skb, int want_stack, u32 aux)
+{
+    u8 flags = FLAG_POINT;
+    if (!filter_keeps(skb, &flags))
+        return 0;
+    flags |= FLAG_POINT;
+    u8 depth = 0, base = 0;
+    u64 key = thread_key();
+    struct frames *fs = frame_stacks.lookup(&key);
+    if (fs) {
+        u32 d = fs->depth;
+        if (d > 0 && d <= MAX_DEPTH) {
+            struct frame *top = &fs->f[(d - 1) & DEPTH_MASK];
+            if (skb)
+                top->has_skb = 1;
+            depth = d;
+            base = top->base;
+        }
+    }
+    submit(bpf_ktime_get_ns(), 0, skb, 0, aux, stack_of(ctx, want_stack), func, depth, flags,
+           base);
+    return 0;
 }
 
 #ifdef ROUTE_FUNC_ID
 #include <net/ip_fib.h>
 
 // fib_table_lookup(tb, flp, res, flags) fills *res; on a return of 0 the
-// route found goes out in the return event (packing: tracer/routes.py).
-static __always_inline int emit_route(void *ctx, u16 func, u64 tb, u64 res, int ret)
+// route found goes out in the call's record (packing: tracer/model/routes.py).
+static __always_inline int emit_route(u16 func, u64 tb, u64 res, int ret)
 {
     if (ret != 0 || !tb || !res)
-        return emit(ctx, func, KIND_EXIT, 0, 0, 0);
+        return pop(func);
     struct fib_result *r = (struct fib_result *)res;
     u32 table = 0, oif = 0;
     __be32 prefix = 0;
@@ -372,7 +565,7 @@ static __always_inline int emit_route(void *ctx, u16 func, u64 tb, u64 res, int 
             word |= 1ULL << 47;
     }
 #endif
-    return emit_flags(ctx, func, KIND_EXIT, word, 0, oif, FLAG_RESULT);
+    return pop_result(func, word, oif, FLAG_RESULT);
 }
 
 // A kretprobe cannot see the arguments: its kprobe keeps tb and res per thread.
@@ -389,24 +582,24 @@ static __always_inline void save_route_args(u64 tb, u64 res)
     route_calls.update(&key, &a);
 }
 
-static __always_inline int emit_saved_route(void *ctx, u16 func, int ret)
+static __always_inline int emit_saved_route(u16 func, int ret)
 {
     u64 key = thread_key();
     struct route_args *a = route_calls.lookup(&key);
     if (!a)
-        return emit(ctx, func, KIND_EXIT, 0, 0, 0);
+        return pop(func);
     u64 tb = a->tb, res = a->res;
     route_calls.delete(&key);
-    return emit_route(ctx, func, tb, res, ret);
+    return emit_route(func, tb, res, ret);
 }
 // Constant conditions: the compiler keeps these only in the route function's programs.
 #define ROUTE_KPROBE_ENTRY(id) \
     if ((id) == ROUTE_FUNC_ID) save_route_args(PT_REGS_PARM1(ctx), PT_REGS_PARM3(ctx))
 #define ROUTE_KPROBE_EXIT(id) \
-    if ((id) == ROUTE_FUNC_ID) return emit_saved_route(ctx, id, (int)PT_REGS_RC(ctx))
+    if ((id) == ROUTE_FUNC_ID) return emit_saved_route(id, (int)PT_REGS_RC(ctx))
 // fexit's context holds the 4 arguments, then the return value.
 #define ROUTE_FEXIT(id) \
-    if ((id) == ROUTE_FUNC_ID) return emit_route(ctx, id, ctx[0], ctx[(id) == ROUTE_FUNC_ID ? 2 : 0], \
+    if ((id) == ROUTE_FUNC_ID) return emit_route(id, ctx[0], ctx[(id) == ROUTE_FUNC_ID ? 2 : 0], \
                                                  (int)ctx[(id) == ROUTE_FUNC_ID ? 4 : 0])
 #else
 #define ROUTE_KPROBE_ENTRY(id)
@@ -475,13 +668,13 @@ static __always_inline u64 deref_skb(u64 v, int deref)
     return v;
 }
 
-// One entry and one return program per function id.
+// One entry and one return program per function id: push and pop a frame.
 #define P(id, arg, deref, stack, aux, frees)                                   \
     int skbpath_entry_##id(struct pt_regs *ctx)                               \
     {                                                                         \
         u64 skb = deref_skb(reg_arg(ctx, arg), deref);                        \
         LEARN_SOCK(arg, PT_REGS_PARM1(ctx));                                  \
-        emit(ctx, id, KIND_ENTRY, skb, stack, (u32)reg_arg(ctx, aux));        \
+        push(ctx, id, skb, stack, (u32)reg_arg(ctx, aux));                    \
         UNTRACK(frees, skb);                                                  \
         ROUTE_KPROBE_ENTRY(id);                                               \
         return 0;                                                             \
@@ -489,7 +682,7 @@ static __always_inline u64 deref_skb(u64 v, int deref)
     int skbpath_exit_##id(struct pt_regs *ctx)                                \
     {                                                                         \
         ROUTE_KPROBE_EXIT(id);                                                \
-        return emit(ctx, id, KIND_EXIT, 0, 0, 0);                             \
+        return pop(id);                                                       \
     }
 
 // A trampoline's context is the array of the function's arguments; the
@@ -498,29 +691,29 @@ static __always_inline u64 deref_skb(u64 v, int deref)
 #define CTX_ARG(ctx, pos) ((pos) ? (u64)(ctx)[(pos) ? (pos) - 1 : 0] : 0)
 
 // fentry/fexit programs: bcc derives the target from the kfunc__/kretfunc__
-// name (vmlinux BTF only in bcc 0.26).  tracer/live.py attaches them itself.
+// name (vmlinux BTF only in bcc 0.26).  tracer/record/bpf/backend.py attaches them itself.
 #define F(id, sym, arg, deref, stack, aux, frees)                              \
     int kfunc__##sym(unsigned long long *ctx)                                 \
     {                                                                         \
         u64 skb = deref_skb(CTX_ARG(ctx, arg), deref);                        \
         LEARN_SOCK(arg, CTX_ARG(ctx, 1));                                     \
-        emit(ctx, id, KIND_ENTRY, skb, stack, (u32)CTX_ARG(ctx, aux));        \
+        push(ctx, id, skb, stack, (u32)CTX_ARG(ctx, aux));                    \
         UNTRACK(frees, skb);                                                  \
         return 0;                                                             \
     }                                                                         \
     int kretfunc__##sym(unsigned long long *ctx)                              \
     {                                                                         \
         ROUTE_FEXIT(id);                                                      \
-        return emit(ctx, id, KIND_EXIT, 0, 0, 0);                             \
+        return pop(id);                                                       \
     }
 
-// Raw tracepoint programs: one record per hit, ENTRY and EXIT together.
+// Raw tracepoint programs: one POINT record per hit.
 #define T(id, tp, arg, aux, stack, frees)                                      \
     int skbpath_tp_##id(struct bpf_raw_tracepoint_args *ctx)                  \
     {                                                                         \
         u64 skb = (arg) ? ctx->args[(arg) ? (arg) - 1 : 0] : 0;                \
         LEARN_SKB_SOCK(skb);                                                  \
-        emit(ctx, id, KIND_HIT, skb, stack,                                   \
+        point(ctx, id, skb, stack,                                            \
              (aux) ? (u32)ctx->args[(aux) ? (aux) - 1 : 0] : 0);               \
         UNTRACK(frees, skb);                                                  \
         return 0;                                                             \

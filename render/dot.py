@@ -6,10 +6,11 @@ import math
 import shutil
 import subprocess
 
-from tracer.calltree import CallTree, Node
-from tracer.errors import SkbpathError
+from skbpath.tracer.errors import SkbpathError
+from skbpath.tracer.model.calltree import CallTree, Node
 
 from .colors import HOT_COLOR, layer_color
+from .text import xml_safe
 from .units import fmt_ns
 
 EDGE_COLOR = "#777777"
@@ -18,7 +19,8 @@ _CLUSTER_ORDER = {"tx": 0, "rx": 1}
 
 def dot_quote(s: str) -> str:
     """A DOT double-quoted string; newlines become DOT's centred line breaks (``\\n``)."""
-    s = s.replace("\\", "\\\\").replace('"', '\\"')
+    # Graphviz copies label text into its SVG: characters XML forbids must go first.
+    s = xml_safe(s).replace("\\", "\\\\").replace('"', '\\"')
     s = s.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\\n")
     return f'"{s}"'
 
@@ -46,7 +48,7 @@ def _tooltip(tree: CallTree, node: Node, details: dict[str, str]) -> str:
     h = node.hist
     lines = [
         name,
-        f"layer: {tree.funcs.layer[node.func] if node.func < len(tree.funcs.layer) else '?'}",
+        f"layer: {tree.funcs.layer_of(node.func)}",
         f"calls: {node.count:,}" + (f" ({node.lost:,} without return)" if node.lost else ""),
         f"total: {fmt_ns(node.total)}, self: {fmt_ns(node.self_total)}",
     ]
@@ -131,7 +133,7 @@ def calltree_dot(
         out.append(f"    graph {_attrs({'label': label, 'style': 'dashed', 'color': '#aaaaaa'})};")
         for n in clusters[direction]:
             name = funcs.name_of(n.func)
-            layer = funcs.colour[n.func] if n.func < len(funcs.colour) else "?"
+            layer = funcs.colour_of(n.func)
             attrs = {
                 "label": f"{name}\ncalls {n.count:,}\n{_stats_line(n)}",
                 "fillcolor": layer_color(layer),

@@ -5,6 +5,12 @@ are merged into a tree of frames, each frame as wide as its value, children
 stacked on their parent in alphabetical order.  Everything is drawn in the
 static SVG (labels and ``<title>`` tooltips), so the graph is fully readable
 with JavaScript off; the optional script only adds zoom and search.
+
+The script and the style sheet are files beside this module
+(``flamegraph.js``: zoom on click, reset, search with a match percentage,
+plain ES5 so that any SVG viewer with scripting runs it; ``__CFG__`` in it
+becomes the graph's geometry as JSON; ``flamegraph.css``), copied into each
+SVG so that it stays one self-contained file.
 """
 
 from __future__ import annotations
@@ -12,11 +18,14 @@ from __future__ import annotations
 import gc
 import json
 from collections.abc import Mapping
+from functools import cache
+from importlib import resources
 
-from tracer.calltree import CallTree
+from skbpath.tracer.model.calltree import CallTree
 
 from .colors import layer_color
 from .folded import stack_calls, stack_data
+from .text import xml_safe
 from .units import fmt_ns
 
 WIDTH = 1200  # px
@@ -40,16 +49,20 @@ class _Frame:
         self.children: dict[str, _Frame] = {}
 
 
+@cache
+def _asset(name: str) -> str:
+    """A file shipped beside this module (the graph's script and style), read once."""
+    return resources.files("skbpath.render").joinpath(name).read_text(encoding="utf-8")
+
+
 def _esc(s: str) -> str:
     """Escape text for XML content and double-quoted attributes.
 
-    Control characters other than tab and newline are not allowed in XML 1.0
-    at all, so they are replaced rather than escaped.
+    Characters XML 1.0 does not allow at all (most control characters) are
+    replaced rather than escaped (render/text.py).
     """
     s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
-    if any(ord(c) < 0x20 and c not in "\t\n" for c in s):
-        s = "".join("\ufffd" if ord(c) < 0x20 and c not in "\t\n" else c for c in s)
-    return s
+    return xml_safe(s)
 
 
 def _fit(name: str, px: float) -> str:
@@ -94,6 +107,43 @@ def _order(node: _Frame, depth: int) -> list[_Frame]:
     return [node.children[k] for k in sorted(node.children)]
 
 
+def layout(
+    stacks: list[tuple[list[str], int]],
+) -> tuple[list[tuple[_Frame, int, int, tuple[str, ...]]], int, int]:
+    """The frames to draw, depth first: (frame, depth, x in value units, path), with the total
+    value and the number of frames in the merged tree.
+
+    ``path`` is the frame names below the "all" root.  Frames below
+    ``MIN_FRACTION`` of the total are left out (so ``len(drawn) < size``).
+    """
+    # The frame tree is ~1M small objects for 100k stacks; the cyclic GC
+    # re-scanning them while they are built costs more than the build itself.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        root, size = _build(stacks)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    total = root.value
+    min_value = total * MIN_FRACTION
+    drawn: list[tuple[_Frame, int, int, tuple[str, ...]]] = []
+    if total > 0:
+        work: list[tuple[_Frame, int, int, tuple[str, ...]]] = [(root, 0, 0, ())]
+        while work:
+            frame, depth, x, path = work.pop()
+            drawn.append((frame, depth, x, path))
+            cx = x
+            placed = []
+            for child in _order(frame, depth):
+                # Children are narrower than their parent: skip the whole subtree.
+                if child.value >= min_value:
+                    placed.append((child, depth + 1, cx, path + (child.name,)))
+                cx += child.value
+            work.extend(reversed(placed))
+    return drawn, total, size
+
+
 def flamegraph_svg(
     stacks: list[tuple[list[str], int]],
     *,
@@ -113,34 +163,8 @@ def flamegraph_svg(
     ``include_script`` False the SVG is static (zoom and search need it).
     """
     details = details or {}
-    # The frame tree is ~1M small objects for 100k stacks; the cyclic GC
-    # re-scanning them while they are built costs more than the build itself.
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        root, size = _build(stacks)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    total = root.value
+    drawn, total, size = layout(stacks)
     inner = WIDTH - 2 * PAD
-    min_value = total * MIN_FRACTION
-
-    # Lay out depth first; each entry is (frame, depth, x offset in value units, path).
-    drawn: list[tuple[_Frame, int, int, tuple[str, ...]]] = []
-    if total > 0:
-        work: list[tuple[_Frame, int, int, tuple[str, ...]]] = [(root, 0, 0, ())]
-        while work:
-            frame, depth, x, path = work.pop()
-            drawn.append((frame, depth, x, path))
-            cx = x
-            placed = []
-            for child in _order(frame, depth):
-                # Children are narrower than their parent: skip the whole subtree.
-                if child.value >= min_value:
-                    placed.append((child, depth + 1, cx, path + (child.name,)))
-                cx += child.value
-            work.extend(reversed(placed))
     max_depth = max((d for _, d, _, _ in drawn), default=0)
     height = TOP + (max_depth + 1) * FRAME_H + BOTTOM
     base_y = TOP + max_depth * FRAME_H  # y of the "all" frame, at the bottom
@@ -150,18 +174,7 @@ def flamegraph_svg(
         f'<svg xmlns="http://www.w3.org/2000/svg" version="1.1" width="{WIDTH}" '
         f'height="{height}" viewBox="0 0 {WIDTH} {height}" '
         f'font-family="Verdana, DejaVu Sans, sans-serif" font-size="{FONT_SIZE}">\n',
-        "<style>\n"
-        "rect.bg{fill:#f8f8f4}\n"
-        "g.f rect{stroke:#ffffff;stroke-width:0.5}\n"
-        "g.f text{fill:#000000;pointer-events:none}\n"
-        "g.f:hover rect{stroke:#000000;stroke-width:1}\n"
-        "g.f.match rect{fill:#e600e6}\n"
-        "g.f.parent{opacity:0.5}\n"
-        ".hide{display:none}\n"
-        ".ctl{cursor:pointer;fill:#1f4e9c}\n"
-        "#title{font-size:17px;text-anchor:middle}\n"
-        ".status{fill:#444444}\n"
-        "</style>\n",
+        f"<style>\n{_asset('flamegraph.css')}</style>\n",
         f'<rect class="bg" x="0" y="0" width="{WIDTH}" height="{height}"/>\n',
         f'<text id="title" x="{WIDTH / 2:.0f}" y="24">{_esc(title)}</text>\n',
     ]
@@ -204,19 +217,29 @@ def flamegraph_svg(
     # Status line the script fills on hover; empty (and harmless) without it.
     out.append(f'<text id="details" class="status" x="{PAD}" y="{height - 12}"> </text>\n')
     if include_script:
-        out.append(
-            f'<text id="unzoom" class="ctl hide" x="{PAD}" y="24">Reset zoom</text>\n'
-            f'<text id="search" class="ctl" x="{WIDTH - PAD}" y="24" '
-            'text-anchor="end">Search</text>\n'
-            f'<text id="matched" class="status" x="{WIDTH - PAD}" y="{height - 12}" '
-            'text-anchor="end"> </text>\n'
-        )
-        cfg = {"total": total, "pad": PAD, "inner": inner, "charw": CHAR_W, "unit": unit}
-        out.append("<script><![CDATA[\n")
-        out.append(_SCRIPT.replace("__CFG__", json.dumps(cfg, sort_keys=True)))
-        out.append("]]></script>\n")
+        out.append(interactive(height - 12, total, unit))
     out.append("</svg>\n")
     return "".join(out)
+
+
+def interactive(status_y: float, total: int, unit: str) -> str:
+    """The zoom and search controls and their script (flamegraph.js).
+
+    Any SVG drawn with this module's frame markup can use it: ``g.f``
+    frames with ``data-n/x/w/d`` inside ``#frames``, and a ``#details``
+    status line; ``status_y`` is where the matched percentage goes.
+    """
+    cfg = {"total": total, "pad": PAD, "inner": WIDTH - 2 * PAD, "charw": CHAR_W, "unit": unit}
+    return (
+        f'<text id="unzoom" class="ctl hide" x="{PAD}" y="24">Reset zoom</text>\n'
+        f'<text id="search" class="ctl" x="{WIDTH - PAD}" y="24" '
+        'text-anchor="end">Search</text>\n'
+        f'<text id="matched" class="status" x="{WIDTH - PAD}" y="{status_y}" '
+        'text-anchor="end"> </text>\n'
+        "<script><![CDATA[\n"
+        + _asset("flamegraph.js").replace("__CFG__", json.dumps(cfg, sort_keys=True))
+        + "]]></script>\n"
+    )
 
 
 def calltree_flamegraph(
@@ -244,133 +267,3 @@ def calltree_flamegraph(
         include_script=include_script,
         calls=stack_calls(tree),
     )
-
-
-# The interactive part: zoom on click, reset, search with a match percentage.
-# Plain ES5 so that any SVG viewer with scripting runs it.
-_SCRIPT = r"""(function () {
-  "use strict";
-  var CFG = __CFG__;
-  var frames = Array.prototype.slice.call(document.querySelectorAll("g.f"));
-  var details = document.getElementById("details");
-  var matched = document.getElementById("matched");
-  var unzoomBtn = document.getElementById("unzoom");
-  var searchBtn = document.getElementById("search");
-  var zoomed = null;
-  var term = null;
-
-  function num(g, a) { return +g.getAttribute(a); }
-  function fit(name, px) {
-    var chars = Math.floor((px - 6) / CFG.charw);
-    if (chars < 3) { return ""; }
-    return name.length <= chars ? name : name.slice(0, chars - 2) + "..";
-  }
-  function place(g, x, w) {
-    var r = g.querySelector("rect"), t = g.querySelector("text");
-    r.setAttribute("x", x.toFixed(2));
-    r.setAttribute("width", w.toFixed(2));
-    t.setAttribute("x", (x + 3).toFixed(2));
-    t.textContent = fit(g.getAttribute("data-n"), w);
-  }
-  function original(g) {
-    var s = CFG.inner / CFG.total;
-    place(g, CFG.pad + num(g, "data-x") * s, num(g, "data-w") * s);
-  }
-  function reset() {
-    zoomed = null;
-    frames.forEach(function (g) {
-      g.classList.remove("hide");
-      g.classList.remove("parent");
-      original(g);
-    });
-    unzoomBtn.classList.add("hide");
-  }
-  function zoom(z) {
-    var zx = num(z, "data-x"), zw = num(z, "data-w"), zd = num(z, "data-d");
-    if (zd === 0) { reset(); return; }
-    var s = CFG.inner / zw;
-    zoomed = z;
-    frames.forEach(function (g) {
-      var x = num(g, "data-x"), w = num(g, "data-w"), d = num(g, "data-d");
-      g.classList.remove("hide");
-      g.classList.remove("parent");
-      if (d <= zd && x <= zx && x + w >= zx + zw) {
-        // The zoomed frame and its ancestors span the full width.
-        place(g, CFG.pad, CFG.inner);
-        if (g !== z) { g.classList.add("parent"); }
-      } else if (d > zd && x >= zx && x + w <= zx + zw) {
-        place(g, CFG.pad + (x - zx) * s, w * s);
-      } else {
-        g.classList.add("hide");
-      }
-    });
-    unzoomBtn.classList.remove("hide");
-  }
-  function clearSearch() {
-    term = null;
-    frames.forEach(function (g) { g.classList.remove("match"); });
-    matched.textContent = " ";
-    searchBtn.textContent = "Search";
-  }
-  function search(t) {
-    if (!t) { clearSearch(); return; }
-    var re = null;
-    try { re = new RegExp(t); } catch (e) { re = null; }
-    var spans = [];
-    term = t;
-    frames.forEach(function (g) {
-      var n = g.getAttribute("data-n");
-      var hit = re ? re.test(n) : n.indexOf(t) >= 0;
-      if (hit) {
-        g.classList.add("match");
-        spans.push([num(g, "data-x"), num(g, "data-x") + num(g, "data-w")]);
-      } else {
-        g.classList.remove("match");
-      }
-    });
-    // The union of the matched spans, so a match nested in a match counts once.
-    spans.sort(function (a, b) { return a[0] - b[0] || a[1] - b[1]; });
-    var sum = 0, end = -Infinity;
-    spans.forEach(function (sp) {
-      if (sp[1] <= end) { return; }
-      sum += sp[1] - Math.max(sp[0], end);
-      end = sp[1];
-    });
-    matched.textContent = "Matched: " + (100 * sum / CFG.total).toFixed(1) + "%";
-    searchBtn.textContent = "Clear search";
-  }
-  function askSearch() {
-    if (term) { clearSearch(); return; }
-    var t = window.prompt("Search for a function (regular expression):", "");
-    if (t !== null) { search(t); }
-  }
-  function frameOf(e) {
-    var el = e.target;
-    return el && el.closest ? el.closest("g.f") : null;
-  }
-  document.getElementById("frames").addEventListener("click", function (e) {
-    var g = frameOf(e);
-    if (g) { zoom(g); }
-  });
-  document.getElementById("frames").addEventListener("mouseover", function (e) {
-    var g = frameOf(e);
-    if (!g) { return; }
-    var lines = g.querySelector("title").textContent.split("\n");
-    details.textContent = lines.slice(0, 4).join("  \u00b7  ");
-  });
-  document.getElementById("frames").addEventListener("mouseout", function () {
-    details.textContent = " ";
-  });
-  unzoomBtn.addEventListener("click", reset);
-  searchBtn.addEventListener("click", askSearch);
-  document.addEventListener("keydown", function (e) {
-    if ((e.ctrlKey || e.metaKey) && (e.key === "f" || e.key === "F")) {
-      e.preventDefault();
-      term = null;
-      askSearch();
-    } else if (e.key === "Escape") {
-      if (term) { clearSearch(); } else if (zoomed) { reset(); }
-    }
-  });
-})();
-"""

@@ -6,15 +6,18 @@ also feeds flamegraph.pl, inferno or speedscope.
 
 from __future__ import annotations
 
-from tracer.calltree import CallTree, Node
+from skbpath.tracer.model.calltree import CallTree, Node
+
+from .text import printable
 
 WEIGHTS = ("time", "count")
 
 
 def _frame(name: str) -> str:
     # ';' separates frames and a newline ends the line: neither may appear in
-    # a frame (kernel symbols never contain them, but a damaged table could).
-    return name.replace(";", ":").replace("\n", " ").replace("\r", " ")
+    # a frame (kernel symbols never contain them, but a crafted trace could),
+    # nor may control characters, which folded output takes to a terminal.
+    return printable(name).replace(";", ":")
 
 
 def _node_value(node: Node, weight: str) -> int:
@@ -29,7 +32,7 @@ def _check_weight(weight: str) -> None:
         raise ValueError(f"unknown weight {weight!r}: expected one of {', '.join(WEIGHTS)}")
 
 
-def _paths(tree: CallTree) -> list[tuple[tuple[str, ...], Node]]:
+def node_paths(tree: CallTree) -> list[tuple[tuple[str, ...], Node]]:
     """Every node with its frame path (direction first), in tree.nodes() order."""
     out: list[tuple[tuple[str, ...], Node]] = []
     for root in tree.sorted_roots():
@@ -53,7 +56,7 @@ def stack_data(tree: CallTree, weight: str = "time") -> list[tuple[list[str], in
     """
     _check_weight(weight)
     sums: dict[tuple[str, ...], int] = {}
-    for path, node in _paths(tree):
+    for path, node in node_paths(tree):
         v = _node_value(node, weight)
         if v > 0:
             sums[path] = sums.get(path, 0) + v
@@ -64,7 +67,7 @@ def stack_data(tree: CallTree, weight: str = "time") -> list[tuple[list[str], in
 def stack_calls(tree: CallTree) -> dict[tuple[str, ...], int]:
     """Calls per frame path (direction first), for tooltips; direction frames sum their roots."""
     calls: dict[tuple[str, ...], int] = {}
-    for path, node in _paths(tree):
+    for path, node in node_paths(tree):
         calls[path] = calls.get(path, 0) + node.count
         if len(path) == 2:
             calls[path[:1]] = calls.get(path[:1], 0) + node.count

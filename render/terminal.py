@@ -8,12 +8,12 @@ from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
-
-from tracer.calltree import CallTree, Node
-from tracer.model import JourneyView
-from tracer.routes import Route, decode_route
+from skbpath.tracer.model.calltree import CallTree, Node
+from skbpath.tracer.model.core import JourneyView
+from skbpath.tracer.model.routes import Route, decode_route
 
 from .colors import layer_color
+from .text import printable
 from .units import fmt_ns
 
 
@@ -21,13 +21,9 @@ def _layer_style(layer: str) -> str:
     return f"bold {layer_color(layer)}"
 
 
-def _layer_of(tree: CallTree, func: int) -> str:
-    return tree.funcs.layer[func] if 0 <= func < len(tree.funcs.layer) else "?"
-
-
 def _node_label(tree: CallTree, node: Node, explain: dict[str, str]) -> Text:
     name = tree.funcs.name_of(node.func)
-    text = Text(name, style=_layer_style(_layer_of(tree, node.func)))
+    text = Text(printable(name), style=_layer_style(tree.funcs.layer_of(node.func)))
     h = node.hist
     self_pct = 100 * node.self_total / node.total if node.total else 0.0
     stats = f"  calls {node.count:,}  total {fmt_ns(node.total)}"
@@ -89,7 +85,7 @@ def function_table(tree: CallTree, sources: dict[str, str] | None = None) -> Tab
         rows.append((-(h.total if h else 0), tree.funcs.name_of(func), func, calls))
     for _, name, func, calls in sorted(rows):
         h = tree.by_func.get(func)
-        layer = _layer_of(tree, func)
+        layer = tree.funcs.layer_of(func)
         if h is not None and h.count:
             times = [
                 fmt_ns(h.total),
@@ -100,10 +96,10 @@ def function_table(tree: CallTree, sources: dict[str, str] | None = None) -> Tab
             ]
         else:
             times = ["-"] * 5  # only calls whose return was lost
-        extra = [sources.get(name, "")] if sources is not None else []
+        extra = [Text(printable(sources.get(name, "")))] if sources is not None else []
         table.add_row(
-            Text(name, style=_layer_style(layer)),
-            Text(layer, style=layer_color(layer)),
+            Text(printable(name), style=_layer_style(layer)),
+            Text(printable(layer), style=layer_color(layer)),
             f"{calls:,}",
             *times,
             *extra,
@@ -122,7 +118,8 @@ def journey_timeline(j: JourneyView, interfaces: dict[int, str] | None = None) -
         f"journey {j.id}  {j.path} → {j.end}  "
         f"{fmt_ns(j.duration)}  skbs {', '.join(f'{s:#x}' for s in j.skbs) or '-'}"
     )
-    table = Table(title=title, title_justify="left")
+    # A Text title: a str one would be read as markup, and the path is the trace's.
+    table = Table(title=Text(printable(title)), title_justify="left")
     table.add_column("offset", justify="right")
     table.add_column("function")
     table.add_column("layer")
@@ -134,15 +131,16 @@ def journey_timeline(j: JourneyView, interfaces: dict[int, str] | None = None) -
     prev: int | None = None
     for s in j.steps:
         name = Text("  " * s.depth)
-        name.append(s.func, style=_layer_style(s.layer))
+        name.append(printable(s.func), style=_layer_style(s.layer))
         if s.lost:
             name.append("  (no return)", style="dim")
         if s.result is not None:
-            name.append(f"  → {decode_route(*s.result).text(interfaces)}", style="bold")
+            name.append(f"  → {printable(decode_route(*s.result).text(interfaces))}",
+                        style="bold")
         table.add_row(
             f"+{fmt_ns(s.entry - start)}",
             name,
-            Text(s.layer, style=layer_color(s.layer)),
+            Text(printable(s.layer), style=layer_color(s.layer)),
             fmt_ns(s.inclusive) if s.inclusive is not None else "-",
             fmt_ns(s.self_time) if s.self_time is not None else "-",
             str(s.cpu),
@@ -158,7 +156,7 @@ def route_table(routes: Counter[Route], interfaces: dict[int, str] | None = None
     table.add_column("route")
     table.add_column("lookups", justify="right")
     for route, n in sorted(routes.items(), key=lambda kv: (-kv[1], kv[0])):
-        table.add_row(route.text(interfaces), f"{n:,d}")
+        table.add_row(Text(printable(route.text(interfaces))), f"{n:,d}")
     return table
 
 
@@ -169,5 +167,5 @@ def summary_table(stats: dict[str, int | str]) -> Table:
     table.add_column("value", justify="right")
     for key, value in stats.items():
         shown = f"{value:,}" if isinstance(value, int) else str(value)
-        table.add_row(key.replace("_", " "), shown)
+        table.add_row(Text(printable(key.replace("_", " "))), Text(printable(shown)))
     return table

@@ -19,16 +19,16 @@ for ns in "$A" "$B"; do
     ip -n "$ns" link set lo up
     ip -n "$ns" link set "$( [ "$ns" = "$A" ] && echo sbsa0 || echo sbsb0 )" up
 done
-ip netns exec "$B" "$PY" -m tracer.rr server 198.18.0.202 &
+ip netns exec "$B" "$PY" -m skbpath.tracer.lab.rr server 198.18.0.202 &
 server=$!
 sleep 1
 out=sample_traces/tracefs_veth.skbtrace
 rm -f "$out.ready"
-"$PY" -m tracer.cli trace --attach tracefs -o "$out" --ready-file "$out.ready" --duration 30 \
-    --recorded-with "sample_traces/record_host.sh: tracer.rr client over a veth pair, 200 exchanges" &
+"$PY" -m skbpath.tracer.cli.main trace --attach tracefs -o "$out" --ready-file "$out.ready" --duration 30 \
+    --recorded-with "sample_traces/record_host.sh: skbpath.tracer.lab.rr client over a veth pair, 200 exchanges" &
 tracer=$!
 for _ in $(seq 100); do [ -s "$out.ready" ] && break; sleep 0.2; done
-ip netns exec "$A" "$PY" -m tracer.rr client 198.18.0.202 200
+ip netns exec "$A" "$PY" -m skbpath.tracer.lab.rr client 198.18.0.202 200
 sleep 1
 kill -INT "$tracer"
 wait "$tracer"

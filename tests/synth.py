@@ -8,8 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tracer.events import ENTRY, EXIT, FLAG_MATCHED, Event
-from tracer.functions import FuncInfo, FuncTable
+from skbpath.tracer.traces.events import (
+    ENTRY,
+    EXIT,
+    FLAG_MATCHED,
+    FLAG_NO_RETURN,
+    FLAG_RESULT,
+    CallRecord,
+    Event,
+)
+from skbpath.tracer.traces.functions import FuncInfo, FuncTable
 
 TX_CHAIN = [
     ("__sys_sendto", "socket", 0),
@@ -116,4 +124,38 @@ def tx_rx_stream(packets: int, table: FuncTable | None = None) -> list[Event]:
         merged = sorted(tx_ev + rx_ev, key=lambda e: e.ts)
         out.extend(merged)
         t += 5000
+    return out
+
+
+def v2_records(table: FuncTable, events: list[Event]) -> list[CallRecord]:
+    """The v2 call records a kernel pairing ``events`` would emit, in return order.
+
+    Pairs with the v1 pairer (the same rules as the BPF programs) and keeps
+    each closed call as the kernel writes it: entry, duration, depth, base.
+    """
+    from skbpath.tracer.model.calls import Call
+    from skbpath.tracer.model.pairing import Pairer
+
+    closed: list[Call] = []
+
+    class Sink:
+        def add(self, call: Call) -> None:
+            closed.append(call)
+
+        def finish(self) -> None:
+            pass
+
+    p = Pairer(table, Sink())  # type: ignore[arg-type]
+    p.feed(events)
+    p.finish()
+    out = []
+    for c in closed:
+        flags = (FLAG_MATCHED if c.matched else 0) | (FLAG_RESULT if c.result else 0)
+        if c.end is None:
+            flags |= FLAG_NO_RETURN
+        result, aux = c.result if c.result else (0, c.aux)
+        out.append(CallRecord(
+            entry=c.entry, duration=(c.end - c.entry) if c.end is not None else 0, skb=c.skb,
+            result=result, tid=c.tid, tgid=c.tgid, aux=aux, stack_id=c.stack_id, func=c.func,
+            cpu=c.cpu, depth=c.depth, flags=flags, base=c.base))
     return out

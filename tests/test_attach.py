@@ -5,12 +5,14 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
-
-from probes.catalog import bpf_source
-from tests.test_btf import Encoder
-from tracer.attach import (
+from skbpath.probes.catalog import bpf_source
+from skbpath.tracer.errors import SkbpathError
+from skbpath.tracer.kernel.btf import Btf
+from skbpath.tracer.kernel.info import KernelInfo
+from skbpath.tracer.record.attach import (
     FENTRY_MAX_ARGS,
     STACK_REASON,
     Features,
@@ -19,11 +21,17 @@ from tracer.attach import (
     fentry_reason,
     mode_gaps,
 )
-from tracer.bpfconfig import Filters, build_cflags, fentry_list, probe_list, tracepoint_list
-from tracer.btf import Btf
-from tracer.errors import SkbpathError
-from tracer.functions import FuncInfo, FuncTable
-from tracer.kernel import KernelInfo
+from skbpath.tracer.record.cflags import (
+    Filters,
+    build_cflags,
+    fentry_list,
+    needs_kprobe,
+    probe_list,
+    tracepoint_list,
+)
+from skbpath.tracer.traces.functions import FuncInfo, FuncTable
+
+from tests.test_btf import Encoder
 
 C_SOURCE = Path(bpf_source()).read_text()
 ALL = Features(bcc=True, headers=True, kprobes=True, btf=True, trampolines=True,
@@ -51,7 +59,7 @@ ALL = Features(bcc=True, headers=True, kprobes=True, btf=True, trampolines=True,
     ],
 )
 def test_auto_takes_the_first_mode_without_gaps(
-    changes: dict[str, bool], mode: str, why: list[str]
+    changes: dict[str, Any], mode: str, why: list[str]
 ) -> None:
     assert choose_attach(replace(ALL, **changes)) == (mode, why)
 
@@ -68,7 +76,8 @@ def test_features_are_detected_from_kallsyms_and_btf() -> None:
                         tracefs="/nonexistent")
     feat = Features.detect(kernel, bcc=True, machine="aarch64")
     assert feat.raw_tracepoints and not feat.kprobes and not feat.trampolines
-    assert mode_gaps(feat, "fentry") == ["no BPF trampolines", "bcc has fentry on x86_64 only"]
+    assert [g.what for g in mode_gaps(feat, "fentry")] == ["no BPF trampolines",
+                                                           "bcc has fentry on x86_64 only"]
     assert mode_gaps(feat, "tracepoint") == []
     kernel.kallsyms = set()
     assert not Features.detect(kernel, bcc=True, machine="x86_64").raw_tracepoints
@@ -89,7 +98,8 @@ def _btf() -> Btf:
 
 
 def _f(func_id: int, name: str, *symbols: str) -> FuncInfo:
-    return FuncInfo(func_id, name, "rx", "network", skb_arg=1, symbols=symbols or (name,))
+    return FuncInfo(id=func_id, name=name, path="rx",
+                    layer="network", skb_arg=1, symbols=symbols or (name,))
 
 
 def test_fentry_reasons() -> None:
@@ -136,16 +146,26 @@ def test_kprobe_mode_has_only_the_kprobe_list() -> None:
 
 
 def test_fentry_mode_has_both_lists() -> None:
-    funcs = FuncTable([_f(0, "ip_rcv"), FuncInfo(1, "kfree_skb_reason", "free", "memory",
-                                                 skb_arg=1, aux_arg=2, stack=True, frees=True,
-                                                 symbols=("kfree_skb_reason",))])
+    kfree = FuncInfo(id=1, name="kfree_skb_reason", path="free", layer="memory", skb_arg=1,
+                     aux_arg=2, stack=True, frees=True, symbols=("kfree_skb_reason",))
+    funcs = FuncTable([_f(0, "ip_rcv"), kfree])
     flags = _flags(build_cflags(funcs, Filters(port=80), "fentry",
                                 {1: "kfree_skb_reason"}))
-    # Every function keeps its kprobe programs: the fallback lives in the same program.
-    assert flags["SKBPATH_PROBES"] == probe_list(funcs)
+    # Only the function without a trampoline gets kprobe programs (half the compile).
+    assert flags["SKBPATH_PROBES"] == "P(0,1,0,0,0,0)" == probe_list(funcs, {1: "kfree_skb_reason"})
     assert flags["SKBPATH_FENTRY"] == "F(1,kfree_skb_reason,1,0,1,2,1)"
     assert flags["FILTER_PORT"] == "80"
     assert "SKBPATH_TRACEPOINTS" not in flags
+
+
+def test_a_function_with_clones_keeps_its_kprobe_beside_the_trampoline() -> None:
+    clone = FuncInfo(id=0, name="ip_rcv", path="rx", layer="network", skb_arg=1,
+                     symbols=("ip_rcv", "ip_rcv.constprop.0"))
+    only = FuncInfo(id=1, name="tcp_v4_rcv", path="rx", layer="transport", skb_arg=1,
+                    symbols=("tcp_v4_rcv",))
+    fentry = {0: "ip_rcv", 1: "tcp_v4_rcv"}
+    assert needs_kprobe(clone, fentry) and not needs_kprobe(only, fentry)
+    assert probe_list(FuncTable([clone, only]), fentry) == "P(0,1,0,0,0,0)"
 
 
 def test_fentry_symbol_must_be_an_identifier() -> None:
@@ -155,11 +175,12 @@ def test_fentry_symbol_must_be_an_identifier() -> None:
 
 def test_tracepoint_mode_has_only_the_tracepoint_list() -> None:
     funcs = FuncTable([
-        FuncInfo(0, "net:net_dev_xmit", "tx", "device", skb_arg=1, stack=True,
+        FuncInfo(id=0, name="net:net_dev_xmit", path="tx", layer="device", skb_arg=1, stack=True,
                  symbols=("net_dev_xmit",)),
-        FuncInfo(1, "skb:kfree_skb", "free", "memory", skb_arg=1, aux_arg=3, stack=True,
+        FuncInfo(id=1, name="skb:kfree_skb", path="free",
+                 layer="memory", skb_arg=1, aux_arg=3, stack=True,
                  frees=True, drop=True, symbols=("kfree_skb",)),
-        FuncInfo(2, "napi:napi_poll", "rx", "softirq", symbols=("napi_poll",)),
+        FuncInfo(id=2, name="napi:napi_poll", path="rx", layer="softirq", symbols=("napi_poll",)),
     ])
     flags = _flags(build_cflags(funcs, Filters(proto="tcp"), "tracepoint"))
     assert flags["SKBPATH_TRACEPOINTS"] == (
@@ -189,10 +210,13 @@ def test_c_file_defines_each_list_empty_by_default_and_expands_it(macro: str, de
     assert expansion is not None and expansion.start() > C_SOURCE.index(define)
 
 
-def test_c_programs_share_emit() -> None:
-    assert "static __always_inline int emit(void *ctx," in C_SOURCE
-    for prefix in ("skbpath_entry_", "kfunc__", "skbpath_tp_"):
+def test_c_programs_share_push_pop_and_point() -> None:
+    # Every entry program pushes a frame and every return pops one; a
+    # tracepoint hit is one POINT record; only submit() reserves ring buffer space.
+    for prefix, call in (("skbpath_entry_", "push(ctx,"), ("kfunc__", "push(ctx,"),
+                         ("skbpath_exit_", "return pop(id);"), ("kretfunc__", "return pop(id);"),
+                         ("skbpath_tp_", "point(ctx,")):
         body = C_SOURCE[C_SOURCE.index(f"int {prefix}##"):]
-        assert body.index("emit(ctx,") < body.index("return 0;"), prefix
-    # A tracepoint hit reserves its ENTRY and EXIT as one record.
-    assert "ringbuf_reserve(2 * sizeof(struct event))" in C_SOURCE
+        assert body.index(call) < body.index("}"), prefix
+    assert C_SOURCE.count("ringbuf_reserve(") == 1
+    assert "events.ringbuf_reserve(sizeof(struct call))" in C_SOURCE

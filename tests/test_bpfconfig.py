@@ -9,29 +9,34 @@ import struct
 from pathlib import Path
 
 import pytest
-
-from probes.catalog import bpf_source
-from tests.synth import demo_table
-from tracer.bpfconfig import (
+from skbpath.probes.catalog import bpf_source
+from skbpath.tracer.errors import SkbpathError
+from skbpath.tracer.record.cflags import (
+    FRAME_DEPTH,
+    FRAME_THREADS,
     RINGBUF_PAGES,
     STACK_ENTRIES,
     TRACK_ENTRIES,
     Filters,
     build_cflags,
+    context_list,
     own_netns,
     probe_list,
 )
-from tracer.errors import SkbpathError
-from tracer.functions import FuncInfo, FuncTable
+from skbpath.tracer.traces.functions import FuncInfo, FuncTable
+
+from tests.synth import demo_table
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def tracepoint_table_demo() -> FuncTable:
-    """A two-tracepoint table shaped like tracer/rawtp.py's."""
+    """A two-tracepoint table shaped like tracer/record/rawtp.py's."""
     return FuncTable([
-        FuncInfo(0, "net:net_dev_queue", "tx", "device", skb_arg=1, symbols=("net_dev_queue",)),
-        FuncInfo(1, "skb:kfree_skb", "free", "memory", skb_arg=1, aux_arg=3, stack=True,
+        FuncInfo(id=0, name="net:net_dev_queue", path="tx",
+                 layer="device", skb_arg=1, symbols=("net_dev_queue",)),
+        FuncInfo(id=1, name="skb:kfree_skb", path="free",
+                 layer="memory", skb_arg=1, aux_arg=3, stack=True,
                  frees=True, drop=True, symbols=("kfree_skb",)),
     ])
 C_SOURCE = Path(bpf_source()).read_text()
@@ -70,7 +75,13 @@ def flag_dict(flags: list[str]) -> dict[str, str]:
 
 def test_base_flags_without_filters() -> None:
     flags = flag_dict(build_cflags(demo_table(), Filters()))
-    assert set(flags) == {"SKBPATH_PROBES", "RINGBUF_PAGES", "STACK_ENTRIES", "TRACK_ENTRIES"}
+    assert set(flags) == {"SKBPATH_PROBES", "SKBPATH_CONTEXT", "RINGBUF_PAGES", "STACK_ENTRIES",
+                          "TRACK_ENTRIES", "FRAME_THREADS", "MAX_DEPTH"}
+    # The softirq roots start a context of their own on the kernel's frame stack.
+    assert flags["SKBPATH_CONTEXT"] == context_list(demo_table()) == "C(9)"
+    assert flags["FRAME_THREADS"] == str(FRAME_THREADS)
+    assert flags["MAX_DEPTH"] == str(FRAME_DEPTH)
+    assert FRAME_DEPTH & (FRAME_DEPTH - 1) == 0 and FRAME_DEPTH < 256  # masked; a u8 in records
     assert flags["RINGBUF_PAGES"] == str(RINGBUF_PAGES)
     assert RINGBUF_PAGES & (RINGBUF_PAGES - 1) == 0  # a power of two, as the C file needs
     assert flags["STACK_ENTRIES"] == str(STACK_ENTRIES)
@@ -207,8 +218,9 @@ def test_c_file_uses_every_macro_bpfconfig_sets() -> None:
     names |= set(flag_dict(build_cflags(demo_table(), ALL_FILTERS, "fentry", {0: "__sys_sendto"})))
     names |= set(flag_dict(build_cflags(tracepoint_table_demo(), ALL_FILTERS, "tracepoint")))
     names |= set(flag_dict(build_cflags(route_table_demo(), ALL_FILTERS, netns=4026531840)))
-    source_names = set(re.findall(r"-D(\w+)=", (ROOT / "tracer" / "bpfconfig.py").read_text()))
-    assert source_names <= names  # every -D in bpfconfig.py is produced by ALL_FILTERS
+    cflags_py = (ROOT / "tracer" / "record" / "cflags.py").read_text()
+    source_names = set(re.findall(r"-D(\w+)=", cflags_py))
+    assert source_names <= names  # every -D in cflags.py is produced by ALL_FILTERS
     assert {n for n in names if n.startswith("FILTER_")} == {
         "FILTER_IFINDEX", "FILTER_PROTO", "FILTER_PORT", "FILTER_HOST", "FILTER_TGID",
         "FILTER_COMM0", "FILTER_COMM1",

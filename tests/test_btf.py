@@ -8,8 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from tracer.btf import (
+from skbpath.tracer.kernel.btf import (
     KIND_CONST,
     KIND_ENUM,
     KIND_ENUM64,
@@ -282,7 +281,7 @@ def test_typedef_func_params() -> None:
 
 
 def test_tracepoint_args_drop_the_data_pointer() -> None:
-    from tracer.rawtp import tracepoint_args
+    from skbpath.tracer.record.rawtp import tracepoint_args
 
     btf = tracepoint_btf()
     assert tracepoint_args(btf, "tcp_probe") == ["struct sock *", "struct sk_buff *"]
@@ -290,7 +289,7 @@ def test_tracepoint_args_drop_the_data_pointer() -> None:
 
 
 def test_tracepoint_table_detects_positions_from_btf() -> None:
-    from tracer.rawtp import tracepoint_table
+    from skbpath.tracer.record.rawtp import tracepoint_table
 
     e = Encoder()
     void_p = e.ptr(0)
@@ -322,11 +321,3 @@ def test_tracepoint_table_detects_positions_from_btf() -> None:
     assert kfree.stack and kfree.frees and kfree.drop
 
 
-def test_strip_tracing_frames() -> None:
-    from tracer.rawtp import strip_tracing_frames
-
-    frames = ["bpf_prog_6deef7357e7b4530_skbpath_tp_18+0x3c", "bpf_trace_run3+0x8c",
-              "__bpf_trace_kfree_skb+0x9", "kfree_skb_reason+0x88", "tcp_v4_rcv+0x7a4"]
-    assert strip_tracing_frames(frames) == ["kfree_skb_reason+0x88", "tcp_v4_rcv+0x7a4"]
-    assert strip_tracing_frames(["bpf_trace_run1+0x1"]) == ["bpf_trace_run1+0x1"]
-    assert strip_tracing_frames([]) == []

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import pytest
-
-from probes.catalog import (
+from skbpath.probes.catalog import (
     DRIVER_ROLES,
     LAYERS,
     MAX_SKB_ARG,
     PATHS,
     CatalogError,
     ProbeSpec,
+    Tracepoint,
     load_catalog,
+    load_tracepoints,
     parse_catalog,
+    parse_tracepoints,
 )
 
 TX = [
@@ -128,3 +130,49 @@ def test_bad_catalog(text: str, message: str) -> None:
 
 def test_catalog_error_is_a_value_error() -> None:
     assert issubclass(CatalogError, ValueError)
+
+
+# ------------------------------------------------------------ tracepoints
+TP = '[[tracepoint]]\ngroup = "skb"\nevent = "kfree_skb"\npath = "free"\nlayer = "memory"\n'
+
+
+def test_shipped_tracepoints() -> None:
+    tps = load_tracepoints()
+    names = [tp.name for tp in tps]
+    assert len(names) == len(set(names)) and all(":" in n for n in names)
+    # Path order: tx, then rx, then the frees.
+    paths = [tp.path for tp in tps]
+    assert paths == sorted(paths, key=PATHS.index)
+    kfree = next(tp for tp in tps if tp.name == "skb:kfree_skb")
+    assert kfree.frees and kfree.drop and kfree.stack and kfree.skb
+    assert not next(tp for tp in tps if tp.name == "napi:napi_poll").skb
+
+
+def test_minimal_tracepoint_and_its_spec() -> None:
+    (tp,) = parse_tracepoints(TP + "frees = true\n")
+    assert tp == Tracepoint("skb", "kfree_skb", "free", "memory", frees=True)
+    assert tp.spec(skb_arg=1, aux_arg=3) == ProbeSpec(
+        name="skb:kfree_skb", path="free", layer="memory", skb_arg=1, aux_arg=3, frees=True)
+    assert parse_tracepoints("") == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[[tracepoint]\n", "not valid TOML"),
+        ("[[probe]]\n", "unknown top-level keys"),
+        (TP + "colour = 1\n", "unknown keys \\['colour'\\]"),
+        (TP.replace('group = "skb"\n', ""), "missing \\['group'\\]"),
+        (TP + "stack = 1\n", "stack must be a bool"),
+        (TP.replace('"kfree_skb"', '""'), "event must be a str"),
+        (TP.replace('"memory"', '"physics"'), "layer 'physics'"),
+        (TP.replace('"free"', '"sideways"'), "path 'sideways'"),
+        (TP + "skb = false\nfrees = true\n", "frees and drop need skb"),
+        (TP + TP, "duplicate tracepoints: \\['skb:kfree_skb'\\]"),
+    ],
+    ids=["toml", "top-level", "unknown-key", "missing", "bool-type", "empty-str", "bad-layer",
+         "bad-path", "frees-without-skb", "duplicate"],
+)
+def test_bad_tracepoints(text: str, message: str) -> None:
+    with pytest.raises(CatalogError, match=message):
+        parse_tracepoints(text)

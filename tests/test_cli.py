@@ -20,15 +20,16 @@ from typing import Any
 import click
 import pytest
 from click.testing import CliRunner, Result
+from skbpath.render.folded import parse_folded
+from skbpath.tracer.cli import main as cli
+from skbpath.tracer.cli import record as cli_record
+from skbpath.tracer.model.replay import POINT_MODES
+from skbpath.tracer.model.replay import replay as run_replay
+from skbpath.tracer.traces.events import pack_events
+from skbpath.tracer.traces.tracefile import TraceReader, TraceWriter
 
-from render.folded import parse_folded
 from tests.synth import demo_table
 from tests.test_tracefile import write_layout, write_synthetic_trace
-from tracer import cli, cli_record
-from tracer.events import pack_events
-from tracer.replay import POINT_MODES
-from tracer.replay import replay as run_replay
-from tracer.tracefile import TraceReader, TraceWriter
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = sorted(str(p) for p in ROOT.glob("sample_traces/*.skbtrace"))
@@ -87,8 +88,9 @@ def test_replay(trace: Path) -> None:
     result = invoke(["replay", str(trace)])
     assert_ok(result)
     out = result.stdout
-    assert "skbpath trace format 1" in out
-    assert f"{event_count(trace):,d} events in" in out
+    version = TraceReader(str(trace)).version
+    assert f"skbpath trace format {version}" in out
+    assert f"{event_count(trace):,d} {'calls' if version == 2 else 'events'} in" in out
     assert "model: events=" in out
     names = set(TraceReader(str(trace)).contents.header["functions"][i]["name"] for i in range(3))
     assert any(n in out for n in names)
@@ -114,14 +116,17 @@ def test_replay_json_events(trace: Path) -> None:
     result = invoke(["replay", "--json", "--events", str(trace)])
     assert_ok(result)
     objs = json_lines(result.stdout)
-    events = [o for o in objs if o["type"] == "event"]
+    events = [o for o in objs if o["type"] in ("event", "call")]
     journeys = [o for o in objs if o["type"] == "journey"]
     assert len(events) == event_count(trace)
     assert journeys
-    assert {o["type"] for o in objs} == {"event", "journey"}
-    assert {e["kind"] for e in events} == {"entry", "exit"}
-    ts = [e["ts"] for e in events]
-    assert ts[0] <= ts[-1]
+    assert {o["type"] for o in objs} - {"journey"} in ({"event"}, {"call"})
+    if events[0]["type"] == "event":  # version 1: entries and returns
+        assert {e["kind"] for e in events} == {"entry", "exit"}
+        ts = [e["ts"] for e in events]
+        assert ts[0] <= ts[-1]
+    else:  # version 2: one record per call, written at its return
+        assert all(e["duration"] >= 0 and 0 <= e["depth"] < 64 for e in events)
     assert all(e["skb"] is None or e["skb"].startswith("0x") for e in events)
 
 
@@ -146,10 +151,11 @@ def test_info(trace: Path) -> None:
     assert_ok(result)
     header = TraceReader(str(trace)).contents.header
     out = result.stdout
-    assert "skbpath trace format 1" in out
+    version = TraceReader(str(trace)).version
+    assert f"skbpath trace format {version}" in out
     assert f"kernel {header['kernel']} on {header['host']}" in out
     assert f"{len(header['functions'])} functions traced" in out
-    assert f"{event_count(trace):,d} events in" in out
+    assert f"{event_count(trace):,d} {'calls' if version == 2 else 'events'} in" in out
     assert result.stderr == ""
 
 
@@ -173,6 +179,27 @@ def test_info_skipped_lists_reasons(tmp_path: Path) -> None:
     assert_ok(result)
     assert "  - tcp_foo: not in kallsyms" in result.stdout
     assert "1 skipped" in result.stdout
+
+
+def test_info_shows_empty_calls_and_every_loss_counter(tmp_path: Path) -> None:
+    from skbpath.tracer.traces.events import CallRecord, pack_calls
+    from skbpath.tracer.traces.tracefile import END
+
+    path = tmp_path / "v2.skbtrace"
+    with open(path, "wb") as fh:
+        w = TraceWriter(fh, _header())
+        w.write_events(pack_calls([CallRecord(entry=10, duration=5, skb=0xA, tid=3, func=1)]))
+        # As the live tracers write it: END counts the records, so info need not decode them.
+        w.write_json(END, {"events": 1, "lost": {"ringbuf_lost": 0, "no_return": 2},
+                           "empty_calls": {"sock_recvmsg": 1_234_567, "inet_recvmsg": 980}})
+        w.close()
+    result = invoke(["info", str(path)])
+    assert_ok(result)
+    out = result.stdout
+    assert "skbpath trace format 2" in out
+    assert "1 calls in" in out
+    assert "lost: no_return=2, ringbuf_lost=0" in out  # a zero shows as zero
+    assert "1.2M sock_recvmsg, 980 inet_recvmsg calls with no packet" in out
 
 
 def _header() -> dict[str, Any]:
@@ -273,8 +300,10 @@ def test_render_svg_to_stdout_is_an_error(trace: Path) -> None:
 
 # ---------------------------------------------------------------- help
 @pytest.mark.parametrize("command",
-                         [[], ["trace"], ["lab"], ["replay"], ["render"], ["info"], ["explain"]],
-                         ids=["main", "trace", "lab", "replay", "render", "info", "explain"])
+                         [[], ["trace"], ["lab"], ["replay"], ["render"], ["diff"], ["info"],
+                          ["explain"], ["cleanup"]],
+                         ids=["main", "trace", "lab", "replay", "render", "diff", "info",
+                              "explain", "cleanup"])
 def test_help_has_examples(command: list[str]) -> None:
     result = invoke([*command, "--help"])
     assert_ok(result)
@@ -284,7 +313,8 @@ def test_help_has_examples(command: list[str]) -> None:
 
 def test_every_command_is_covered() -> None:
     assert isinstance(cli.main, click.Group)
-    assert sorted(cli.main.commands) == ["explain", "info", "lab", "render", "replay", "trace"]
+    assert sorted(cli.main.commands) == ["cleanup", "diff", "explain", "info", "lab", "render",
+                                         "replay", "trace"]
 
 
 # ---------------------------------------------------------------- bad input
@@ -294,6 +324,8 @@ COMMANDS = ["replay", "render", "info"]
 def _args(command: str, path: Path, tmp_path: Path) -> list[str]:
     if command == "render":
         return ["render", str(path), "-o", str(tmp_path / "render-out"), "--format", "folded"]
+    if command == "diff":
+        return ["diff", str(path), str(path), "-o", str(tmp_path / "diff-out")]
     return [command, str(path)]
 
 
@@ -320,7 +352,7 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     }
 
 
-@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("command", [*COMMANDS, "diff"])
 @pytest.mark.parametrize("case", ["empty", "random", "version", "directory", "missing"])
 def test_bad_input_is_one_line(command: str, case: str, tmp_path: Path) -> None:
     path, message = _bad_files(tmp_path)[case]
@@ -330,7 +362,7 @@ def test_bad_input_is_one_line(command: str, case: str, tmp_path: Path) -> None:
 
 def _prefix_trace(path: Path, events: list[tuple[int, ...]]) -> None:
     with open(path, "wb") as fh:
-        w = TraceWriter(fh, _header())
+        w = TraceWriter(fh, _header(), version=1)
         w.write_events(pack_events(events))
         w.close()
 
@@ -398,7 +430,9 @@ def test_trace_ebpf_prints_cflags_and_source() -> None:
                      "--host", "10.0.0.1", "--pid", "42", "--comm", "iperf3"])
     assert_ok(result)
     out = result.stdout
-    assert out.startswith("// cflags:\n//   -DSKBPATH_PROBES=P(0,0,0,0,0,0) P(1,0,0,0,0,0)")
+    assert out.startswith("// cflags:\n//   -DSKBPATH_PROBES=")
+    # Function 0 by trampoline where this machine has them (auto: fentry), else by kprobe.
+    assert "-DSKBPATH_FENTRY=F(0,__sys_sendto," in out or "-DSKBPATH_PROBES=P(0,0,0,0,0,0)" in out
     for flag in ("-DFILTER_PROTO=6", "-DFILTER_PORT=443", "-DFILTER_HOST=16777226U",
                  "-DFILTER_TGID=42", "-DFILTER_COMM0=", "-DFILTER_COMM1=0ULL"):
         assert f"//   {flag}" in out, flag

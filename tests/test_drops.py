@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from tracer.drops import DropKey, drop_reason_names, drop_report, dropped_by
-from tracer.events import ENTRY, EXIT, Event
-from tracer.functions import FuncInfo, FuncTable
-from tracer.model import Model
+from skbpath.tracer.model.core import Model
+from skbpath.tracer.model.drops import DropKey, drop_reason_names, drop_report, dropped_by
+from skbpath.tracer.traces.events import ENTRY, EXIT, Event
+from skbpath.tracer.traces.functions import FuncInfo, FuncTable
 
 FUNCS = FuncTable([
     FuncInfo(id=0, name="tcp_v4_rcv", path="rx", layer="transport", skb_arg=1),
@@ -59,3 +59,13 @@ def drop_report_unknown() -> list[tuple[str, str, int]]:
     m.feed([Event(1, 0xB, 5, 5, 1, ENTRY, 0, 0, 0, -1, 9), Event(2, 0, 5, 5, 1, EXIT, 0, 0)])
     m.finish()
     return [(r.reason, r.function, r.count) for r in drop_report(m.drops, {}, {})]
+
+
+def test_a_consumed_skb_freed_through_the_drop_function_is_no_drop() -> None:
+    # 6.12's enum has SKB_CONSUMED: kfree_skb_reason(skb, SKB_CONSUMED) is a consume.
+    m = Model(FUNCS)
+    m.feed([Event(1, 0xB, 5, 5, 1, ENTRY, 0, 0, 0, -1, 1), Event(2, 0, 5, 5, 1, EXIT, 0, 0),
+            Event(3, 0xC, 5, 5, 1, ENTRY, 0, 0, 0, -1, 2), Event(4, 0, 5, 5, 1, EXIT, 0, 0)])
+    m.finish()
+    rows = drop_report(m.drops, {1: "SKB_CONSUMED", 2: "NO_SOCKET"}, {})
+    assert [(r.reason, r.count) for r in rows] == [("NO_SOCKET", 1)]

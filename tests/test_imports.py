@@ -1,4 +1,4 @@
-"""bcc is imported lazily, by tracer/live.py only: replay and render work without it."""
+"""bcc is imported lazily, by the bcc recording back end only: replay and render work without it."""
 
 from __future__ import annotations
 
@@ -11,10 +11,19 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("tracer", "probes", "render")
-SOURCES = sorted(p for pkg in PACKAGES for p in (ROOT / pkg).glob("*.py"))
-MODULES = sorted(
-    f"{p.parent.name}" if p.stem == "__init__" else f"{p.parent.name}.{p.stem}" for p in SOURCES
-)
+SOURCES = sorted(p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py"))
+BCC_BACKEND = ROOT / "tracer" / "record" / "bpf" / "backend.py"
+
+
+def _module(path: Path) -> str:
+    """The import name of a source file: every top-level folder installs under skbpath."""
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(["skbpath", *parts])
+
+
+MODULES = sorted(_module(p) for p in SOURCES)
 
 
 def _imports_bcc(node: ast.AST) -> bool:
@@ -44,34 +53,34 @@ def _top_level_statements(tree: ast.Module) -> list[ast.stmt]:
 
 
 def test_sources_found() -> None:
-    assert ROOT / "tracer" / "live.py" in SOURCES
-    assert "tracer.cli" in MODULES and "render.flamegraph" in MODULES
-    assert "probes.catalog" in MODULES
+    assert BCC_BACKEND in SOURCES
+    assert "skbpath.tracer.cli.main" in MODULES and "skbpath.render.flamegraph" in MODULES
+    assert "skbpath.probes.catalog" in MODULES
 
 
-@pytest.mark.parametrize("path", SOURCES, ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_no_module_level_bcc_import(path: Path) -> None:
     tree = ast.parse(path.read_text(), str(path))
     assert not any(_imports_bcc(s) for s in _top_level_statements(tree))
 
 
-@pytest.mark.parametrize("path", SOURCES, ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_only_the_live_tracer_imports_bcc_at_all(path: Path) -> None:
-    if path == ROOT / "tracer" / "live.py":
+    if path == BCC_BACKEND:
         return
     tree = ast.parse(path.read_text(), str(path))
     assert not any(_imports_bcc(n) for n in ast.walk(tree)), f"{path} imports bcc"
 
 
 def test_live_imports_bcc_inside_a_function_only() -> None:
-    tree = ast.parse((ROOT / "tracer" / "live.py").read_text())
+    tree = ast.parse(BCC_BACKEND.read_text())
     inside: list[str] = []
     for fn in ast.walk(tree):
         if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef) and any(
             _imports_bcc(n) for n in ast.walk(fn)
         ):
             inside.append(fn.name)
-    assert inside, "tracer/live.py no longer imports bcc at all"
+    assert inside, f"{BCC_BACKEND} no longer imports bcc at all"
     all_bcc = [n for n in ast.walk(tree) if _imports_bcc(n)]
     in_functions = [
         n
@@ -91,8 +100,7 @@ def test_every_module_imports_with_bcc_blocked() -> None:
         f"for name in {MODULES!r}:\n"
         "    importlib.import_module(name)\n"
         "assert sys.modules['bcc'] is None\n"
-        "print('imported', len([m for m in sys.modules if m.split('.')[0] in "
-        f"{PACKAGES!r}]))\n"
+        "print('imported', len([m for m in sys.modules if m.startswith('skbpath.')]))\n"
     )
     proc = subprocess.run(
         [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
@@ -109,3 +117,49 @@ def test_blocking_bcc_really_blocks() -> None:
     )
     assert proc.returncode != 0
     assert "ImportError" in proc.stderr or "ModuleNotFoundError" in proc.stderr
+
+
+def test_wheel_installs_only_the_skbpath_root(tmp_path: Path) -> None:
+    """A wheel built from the tree puts one import name, skbpath, into site-packages."""
+    import zipfile
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
+         "-w", str(tmp_path), str(ROOT)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (wheel,) = tmp_path.glob("skbpath-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert tops == {"skbpath"}
+    assert "skbpath/tracer/record/bpf/backend.py" in names
+    assert "skbpath/probes/skbpath.bpf.c" in names
+    assert "skbpath/tracer/lab/guest.sh" in names
+    # Data files read through importlib.resources must ship too.
+    for data in ("probes/tracepoints.toml", "probes/atlas.toml", "render/flamegraph.js",
+                 "render/flamegraph.css", "tracer/lab/firewall.nft"):
+        assert f"skbpath/{data}" in names, data
+
+
+def test_editable_install_is_a_plain_path_entry(tmp_path: Path) -> None:
+    """``pip install -e .`` puts src/ (symlinks to tracer/, probes/, render/) on sys.path.
+
+    A plain path entry needs no meta path finder, so setuptools has nothing
+    to warn about, and it exposes only skbpath: src/ holds nothing else.
+    """
+    proc = subprocess.run(
+        # --ignore-installed: without it pip would first uninstall this very
+        # environment's skbpath to install into the prefix.
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--ignore-installed", "-q",
+         "--prefix", str(tmp_path), "-e", str(ROOT)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Warning" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    (pth,) = tmp_path.rglob("__editable__.skbpath-*.pth")
+    assert pth.read_text().split() == [str(ROOT / "src")]
+    # setuptools writes its skbpath.egg-info beside the package; nothing else may be there.
+    assert [p.name for p in (ROOT / "src").iterdir() if p.suffix != ".egg-info"] == ["skbpath"]
+    links = {p.name: p.resolve() for p in (ROOT / "src" / "skbpath").iterdir()}
+    assert links == {name: ROOT / name for name in PACKAGES}

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from skbpath.tracer.model.core import JourneyView, Model
+from skbpath.tracer.traces.events import ENTRY, EXIT, FLAG_MATCHED, Event
+from skbpath.tracer.traces.functions import FuncInfo, FuncTable
+
 from tests.synth import demo_table, tx_rx_stream
-from tracer.events import ENTRY, EXIT, FLAG_MATCHED, Event
-from tracer.functions import FuncInfo, FuncTable
-from tracer.model import JourneyView, Model
 
 T = demo_table()
 

@@ -14,21 +14,21 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
+from skbpath.render.colors import DROP_COLOR, HOT_COLOR, LAYER_COLORS, layer_color
+from skbpath.render.dot import calltree_dot, dot_to_svg
+from skbpath.render.flamegraph import calltree_flamegraph, flamegraph_svg
+from skbpath.render.folded import folded_stacks, parse_folded, stack_data
+from skbpath.render.terminal import calltree_view, function_table, journey_timeline, summary_table
+from skbpath.render.units import fmt_ns
+from skbpath.tracer.errors import SkbpathError
+from skbpath.tracer.model.calltree import CallTree
+from skbpath.tracer.model.core import Model
+from skbpath.tracer.model.replay import Replay, default_weight, replay
+from skbpath.tracer.traces.events import pack_events
+from skbpath.tracer.traces.functions import FuncInfo, FuncTable
+from skbpath.tracer.traces.tracefile import TraceWriter
 
-from render.colors import DROP_COLOR, HOT_COLOR, LAYER_COLORS, layer_color
-from render.dot import calltree_dot, dot_to_svg
-from render.flamegraph import calltree_flamegraph, flamegraph_svg
-from render.folded import folded_stacks, parse_folded, stack_data
-from render.terminal import calltree_view, function_table, journey_timeline, summary_table
-from render.units import fmt_ns
 from tests.synth import RX_CHAIN, TX_CHAIN, Spec, demo_table, events_for, tx_rx_stream
-from tracer.calltree import CallTree
-from tracer.errors import SkbpathError
-from tracer.events import pack_events
-from tracer.functions import FuncInfo, FuncTable
-from tracer.model import Model
-from tracer.replay import Replay, default_weight, replay
-from tracer.tracefile import TraceWriter
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -49,7 +49,8 @@ def traces(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Replay]:
         path = tmp_path_factory.mktemp("synth") / "synthetic.skbtrace"
         table = demo_table()
         with open(path, "wb") as fh:
-            w = TraceWriter(fh, {"format": "skbpath-trace", "functions": table.to_json()})
+            w = TraceWriter(fh, {"format": "skbpath-trace", "functions": table.to_json()},
+                            version=1)
             w.write_events(pack_events(tx_rx_stream(SYNTH_PACKETS, table)))
             w.close()
         _replays["synthetic"] = replay(str(path))

@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import os
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
-
-from probes.catalog import ProbeSpec, load_catalog
-from tests.test_btf import Encoder, vmlinux_like
-from tracer.btf import Btf
-from tracer.drivers import (
-    base_name,
+from skbpath.probes.catalog import ProbeSpec, load_catalog
+from skbpath.tracer.errors import SkbpathError
+from skbpath.tracer.kernel.btf import Btf
+from skbpath.tracer.kernel.drivers import (
     ethtool_driver,
     find_driver_functions,
     interface_module,
 )
-from tracer.errors import SkbpathError
-from tracer.kernel import KernelInfo, read_kernel_info
-from tracer.prepare import KernelBtf
-from tracer.resolve import INLINED, NO_INTERFACE, NOT_TRACEABLE, Skipped, resolve
+from skbpath.tracer.kernel.info import KernelInfo, read_kernel_info
+from skbpath.tracer.record.prepare import KernelBtf
+from skbpath.tracer.record.resolve import INLINED, NO_INTERFACE, NOT_TRACEABLE, Skipped, resolve
+from skbpath.tracer.traces.functions import FuncInfo
+
+from tests.test_btf import Encoder, vmlinux_like
 
 FILTER_FUNCTIONS = """\
 __sys_sendto
@@ -265,12 +266,6 @@ def test_driver_btf_absent(tmp_path: Path) -> None:
     assert _btf(read_kernel_info(root), root).for_driver("e1000") is None
 
 
-def test_base_name() -> None:
-    assert base_name("foo.constprop.0.isra.0") == "foo"
-    assert base_name("foo.llvm.123456") == "foo"
-    assert base_name("foo.cold") == "foo.cold"
-
-
 # ----------------------------------------------------------------- resolve.py
 
 
@@ -382,3 +377,20 @@ def test_resolve_real_catalog_is_deterministic(tmp_path: Path) -> None:
     for entry in catalog:
         assert entry.key in resolved or any(s.name == entry.key for s in a.skipped)
     assert {f.name for f in a.funcs.funcs} >= {"tcp_sendmsg", "ip_rcv", "e1000_xmit_frame"}
+
+
+def test_func_info_is_the_spec_resolved() -> None:
+    spec = ProbeSpec(driver="poll", path="rx", layer="driver", skb_arg=2, skb_deref=True,
+                     stack=True, context=True, frees=True, drop=True, fresh=True, aux_arg=3,
+                     result="route")
+    f = FuncInfo.resolved(spec, 7, ["e1000_clean", "e1000_clean.isra.0"], name="e1000_clean")
+    assert f.id == 7 and f.name == "e1000_clean"
+    assert f.symbols == ("e1000_clean", "e1000_clean.isra.0")
+    for field in fields(ProbeSpec):
+        if field.name != "name":
+            assert getattr(f, field.name) == getattr(spec, field.name), field.name
+    # The trace header's key order: id, the spec's fields, symbols.
+    d = f.to_json()
+    assert list(d) == ["id", *(x.name for x in fields(ProbeSpec)), "symbols"]
+    assert d["symbols"] == ["e1000_clean", "e1000_clean.isra.0"]
+    assert FuncInfo.from_json(d) == f

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from rich.console import Console
-
-from render.terminal import journey_timeline, route_table
-from tracer.events import ENTRY, EXIT, FLAG_RESULT, Event
-from tracer.functions import FuncInfo, FuncTable
-from tracer.model import Model
-from tracer.routes import Route, decode_route, pack_route
+from skbpath.render.terminal import journey_timeline, route_table
+from skbpath.tracer.model.core import Model
+from skbpath.tracer.model.routes import Route, decode_route, pack_route
+from skbpath.tracer.traces.events import ENTRY, EXIT, FLAG_RESULT, Event
+from skbpath.tracer.traces.functions import FuncInfo, FuncTable
 
 FUNCS = FuncTable([
     FuncInfo(id=0, name="ip_rcv", path="rx", layer="network", skb_arg=1),

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import random
 
+from skbpath.tracer.model.calltree import CallTree
+from skbpath.tracer.model.pairing import Call, pair_all
+from skbpath.tracer.model.stats import Histogram, bucket_of, bucket_value
+
 from tests.synth import Spec, demo_table, events_for
-from tracer.calltree import CallTree
-from tracer.pairing import Call, pair_all
-from tracer.stats import Histogram, bucket_of, bucket_value
 
 
 def test_buckets_are_exact_below_16_and_within_5_percent_above() -> None:

@@ -11,11 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from tests.synth import demo_table, tx_rx_stream
-from tracer.errors import TraceFormatError
-from tracer.events import EVENT_SIZE, pack_events
-from tracer.tracefile import (
+from skbpath.tracer.errors import TraceFormatError
+from skbpath.tracer.traces.events import EVENT_SIZE, pack_events
+from skbpath.tracer.traces.tracefile import (
     END,
     EVENTS,
     FLAG_ZLIB,
@@ -27,6 +25,8 @@ from tracer.tracefile import (
     TraceReader,
     TraceWriter,
 )
+
+from tests.synth import demo_table, tx_rx_stream
 
 _RECORD = struct.Struct("<BBHII")
 
@@ -47,10 +47,11 @@ def synthetic_header() -> dict[str, Any]:
 
 
 def write_synthetic_trace(path: Path, packets: int = 50, compress: bool = True) -> None:
-    """The simplest synthetic trace: a header and one events record."""
+    """The simplest synthetic trace: a header, one events record and the end record."""
     with open(path, "wb") as fh:
-        w = TraceWriter(fh, synthetic_header(), compress=compress)
+        w = TraceWriter(fh, synthetic_header(), compress=compress, version=1)
         w.write_events(pack_events(tx_rx_stream(packets)))
+        w.write_json(END, {"events": w.events_written, "duration_s": 0.1})
         w.close()
 
 
@@ -69,7 +70,7 @@ def write_layout(compress: bool = True, batches: int = 6) -> Layout:
     """A trace with several events records interleaved with metadata records."""
     stream = [tuple(e) for e in tx_rx_stream(60)]
     buf = io.BytesIO()
-    w = TraceWriter(buf, synthetic_header(), compress=compress)
+    w = TraceWriter(buf, synthetic_header(), compress=compress, version=1)
     layout = Layout(b"", w.bytes_written, events=stream)
     per = -(-len(stream) // batches)
     done = 0
@@ -140,7 +141,7 @@ def test_read_all_counts_without_decoding(tmp_path: Path) -> None:
 
 def test_writer_rejects_partial_events_and_skips_empty() -> None:
     buf = io.BytesIO()
-    w = TraceWriter(buf, synthetic_header())
+    w = TraceWriter(buf, synthetic_header(), version=1)
     size = w.bytes_written
     w.write_events(b"")
     assert w.bytes_written == size
@@ -150,9 +151,13 @@ def test_writer_rejects_partial_events_and_skips_empty() -> None:
 
 
 def test_preamble_layout() -> None:
-    data = write_layout().data
+    data = write_layout().data  # a version 1 trace
     assert data[:8] == MAGIC
-    assert struct.unpack_from("<HH", data, 8) == (FORMAT_VERSION, 0)
+    assert struct.unpack_from("<HH", data, 8) == (1, 0)
+    buf = io.BytesIO()
+    TraceWriter(buf, synthetic_header())
+    assert FORMAT_VERSION == 2
+    assert struct.unpack_from("<HH", buf.getvalue(), 8) == (FORMAT_VERSION, 0)
 
 
 def test_synthetic_trace_helper(tmp_path: Path) -> None:
@@ -244,7 +249,7 @@ def test_unknown_record_type_is_a_damaged_record(tmp_path: Path) -> None:
 
 def test_second_header_ends_the_stream(tmp_path: Path) -> None:
     buf = io.BytesIO()
-    w = TraceWriter(buf, synthetic_header())
+    w = TraceWriter(buf, synthetic_header(), version=1)
     w.write_events(pack_events(tx_rx_stream(2)))
     w.write_json(1, synthetic_header())
     w.write_events(pack_events(tx_rx_stream(2)))
@@ -272,12 +277,12 @@ _PRE = MAGIC + struct.pack("<HH", FORMAT_VERSION, 0)
         (b"", "file is too short"),
         (MAGIC, "file is too short"),
         (b"NOTATRACE" * 4, "bad magic"),
-        (MAGIC + struct.pack("<HH", 2, 0) + b"\0" * 20, "version 2 is not supported"),
+        (MAGIC + struct.pack("<HH", 3, 0) + b"\0" * 20, "version 3 is not supported"),
         (_PRE, "no header record"),
         (_PRE + _header_record(b'{"a": 1}', rtype=EVENTS), "no header record"),
         (_PRE + _header_record(b'{"format": "other"}'), "header has no format tag"),
-        (_PRE + _header_record(b"[1, 2]"), "corrupt JSON record"),
-        (_PRE + _header_record(b"\xff\xfe{"), "corrupt JSON record"),
+        (_PRE + _header_record(b"[1, 2]"), "header has no format tag"),
+        (_PRE + _header_record(b"\xff\xfe{"), "bad header record at byte 12: not UTF-8"),
         (_PRE + _header_record(b'{"format": "skbpath-trace"}')[:-3], "no header record"),
     ],
     ids=[
@@ -318,3 +323,20 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
     with pytest.raises(TraceFormatError, match="is a directory"):
         TraceReader(str(tmp_path))
     assert os.path.isdir(tmp_path)
+
+
+def test_func_table_lookups_of_unknown_ids() -> None:
+    table = demo_table()
+    known = table.funcs[0]
+    assert table.name_of(known.id) == known.name
+    assert table.layer_of(known.id) == known.layer
+    assert table.path_of(known.id) == known.path
+    assert table.colour_of(known.id) == ("drop" if known.drop else known.layer)
+    assert [table.frees_at(f.id) for f in table.funcs] == [f.frees for f in table.funcs]
+    assert [table.drops_at(f.id) for f in table.funcs] == [f.drop for f in table.funcs]
+    assert [table.fresh_at(f.id) for f in table.funcs] == [f.fresh for f in table.funcs]
+    # An id the table does not have (a damaged trace) gets placeholders.
+    for bad in (len(table.by_id), 65535, -1):
+        assert table.name_of(bad) == f"func#{bad}"
+        assert table.layer_of(bad) == table.path_of(bad) == table.colour_of(bad) == "?"
+        assert not (table.frees_at(bad) or table.drops_at(bad) or table.fresh_at(bad))

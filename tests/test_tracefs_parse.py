@@ -7,13 +7,10 @@ import io
 from pathlib import Path
 
 import pytest
-
-from tracer.events import ENTRY, EXIT
-from tracer.kernel import KernelInfo
-from tracer.model import Model
-from tracer.tracefile import TraceReader, TraceWriter
-from tracer.tracefs import Instance, available_tracepoints, instance_lost
-from tracer.tracefs_parse import (
+from skbpath.tracer.kernel.info import KernelInfo
+from skbpath.tracer.model.core import Model
+from skbpath.tracer.record.tracefs.backend import Instance, available_tracepoints, instance_lost
+from skbpath.tracer.record.tracefs.parse import (
     TRACEPOINTS,
     Hit,
     StackIds,
@@ -21,9 +18,10 @@ from tracer.tracefs_parse import (
     UserFilter,
     drop_reason_codes,
     function_table,
-    hits_to_events,
-    normalise_frame,
+    hits_to_calls,
 )
+from skbpath.tracer.traces.events import FLAG_POINT
+from skbpath.tracer.traces.tracefile import TraceReader, TraceWriter
 
 ALL = [tp.name for tp in TRACEPOINTS]
 
@@ -178,24 +176,21 @@ def test_stack_waits_for_interleaved_cpu() -> None:
     assert p.take() == []
 
 
-def test_hits_to_entry_exit_pairs_and_stack_ids() -> None:
+def test_hits_to_point_calls_and_stack_ids() -> None:
     _, hits = parse(PIPE)
     stacks = StackIds()
-    events = hits_to_events(hits, stacks)
-    assert len(events) == 2 * len(hits)
-    for h, (entry, exit_) in zip(hits, zip(events[::2], events[1::2], strict=True), strict=True):
-        assert entry[0] == exit_[0] == h.ts
-        assert (entry[5], exit_[5]) == (ENTRY, EXIT)
-        assert entry[1] == h.skb and entry[4] == exit_[4] == h.func
-        assert entry[2] == h.tid and entry[7] == h.cpu
-        assert exit_[9] == -1
-    assert events[0][9] == -1  # net_dev_queue: no stack
-    xmit_sid = events[6][9]
+    calls = hits_to_calls(hits, stacks)
+    assert len(calls) == len(hits)
+    for h, c in zip(hits, calls, strict=True):
+        assert (c.entry, c.duration, c.flags, c.depth) == (h.ts, 0, FLAG_POINT, 0)
+        assert (c.skb, c.func, c.tid, c.tgid, c.cpu) == (h.skb, h.func, h.tid, h.tgid, h.cpu)
+    assert calls[0].stack_id == -1  # net_dev_queue: no stack
+    xmit_sid = calls[3].stack_id
     new = stacks.take_new()
     # Tracing frames are dropped: the stack starts at the traced code.
     assert new[xmit_sid][0] == "dev_hard_start_xmit+0x16e"
-    assert new[events[10][9]][:2] == ["sk_skb_reason_drop+0x90", "ip6_pkt_discard+0x11"]
-    assert events[10][10] == 70
+    assert new[calls[5].stack_id][:2] == ["sk_skb_reason_drop+0x90", "ip6_pkt_discard+0x11"]
+    assert calls[5].aux == 70
     assert stacks.get(["trace_event_x+0x1", "dev_hard_start_xmit+0x16e",
                        "__dev_queue_xmit+0x924", "ip6_finish_output+0x228"]) == xmit_sid
 
@@ -204,7 +199,7 @@ def test_journey_from_tracepoints() -> None:
     funcs, _, _ = function_table(ALL)
     _, hits = parse(PIPE + TCP_LINES)
     model = Model(funcs)
-    model.feed(hits_to_events(hits, StackIds()))
+    model.feed_calls(hits_to_calls(hits, StackIds()))
     model.finish()
     first = model.journey_list[0]
     assert first.path == "TX" and first.end == "freed"
@@ -236,11 +231,6 @@ def test_drop_reason_codes_and_unknown_names() -> None:
     p, hits = parse("  a-1 (1) [000] ..... 1.000001: kfree_skb: skbaddr=0000000000000001 "
                     "rx_sk=0 protocol=0 location=x+0x1/0x2 reason: BRAND_NEW\n")
     assert hits[0].aux > 0xFFFF and p.new_reasons == {hits[0].aux: "BRAND_NEW"}
-
-
-def test_normalise_frame() -> None:
-    assert normalise_frame(" veth_xmit+0x1a/0x2b0 [veth]") == "veth_xmit+0x1a [veth]"
-    assert normalise_frame("dev_hard_start_xmit") == "dev_hard_start_xmit"
 
 
 def test_user_filter_tracks_matched_skbs() -> None:
@@ -279,18 +269,19 @@ def test_events_round_trip_through_trace_file(tmp_path: Path) -> None:
     funcs, _, _ = function_table(ALL)
     _, hits = parse(PIPE)
     stacks = StackIds()
-    events = hits_to_events(hits, stacks)
+    calls = hits_to_calls(hits, stacks)
     buf = io.BytesIO()
-    from tracer.events import pack_events
+    from skbpath.tracer.traces.events import pack_calls
 
     w = TraceWriter(buf, {"format": "skbpath-trace", "functions": funcs.to_json(),
                           "attach": "tracefs"})
-    w.write_events(pack_events(events))
+    w.write_events(pack_calls(calls))
     path = tmp_path / "t.skbtrace"
     path.write_bytes(buf.getvalue())
     reader = TraceReader(str(path))
+    assert reader.version == 2
     got = [e for batch in reader.event_batches() for e in batch]
-    assert got == events
+    assert got == [tuple(c) for c in calls]
 
 
 @pytest.mark.parametrize("line", [
@@ -318,30 +309,37 @@ def test_auto_falls_back_to_tracefs_saying_why(
     import sys
     import types
 
-    from tracer import cli_record
+    from skbpath.tracer.cli import record as cli_record
+    from skbpath.tracer.record.attach import machine_features, mode_gaps
 
     monkeypatch.setitem(sys.modules, "bcc", types.ModuleType("bcc"))
-    assert cli_record._choose_attach(_kernel()) == "tracefs"
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+
+    def choose(**kw: object) -> str:
+        # auto's first choice; the rest are its fallbacks if the BPF program does not compile
+        modes = cli_record._choose_attach(machine_features(_kernel(**kw)))
+        assert modes[-1] == "tracefs"
+        return modes[0]
+
+    assert choose() == "tracefs"
     err = capsys.readouterr().err
     assert err == ("skbpath: 6.18.44-test: no fentry: no BPF trampolines, no headers; "
                    "no kprobe: no kprobes, no headers; no tracepoint: no raw tracepoints, "
                    "no headers: using tracefs (tracepoints; coarser journeys)\n")
-    assert cli_record._choose_attach(_kernel(has_kprobes=True, has_headers=True)) == "kprobe"
+    assert choose(has_kprobes=True, has_headers=True) == "kprobe"
     assert capsys.readouterr().err == "skbpath: 6.18.44-test: no fentry: no BPF trampolines: " \
         "using kprobe\n"
-    assert cli_record._choose_attach(_kernel(has_fentry=True, has_headers=True)) == "fentry"
+    assert choose(has_fentry=True, has_headers=True) == "fentry"
     assert capsys.readouterr().err == ""
     monkeypatch.setitem(sys.modules, "bcc", None)
-    from tracer.attach import mode_gaps
-    from tracer.live import features
-
-    assert mode_gaps(features(_kernel(has_kprobes=True)), "kprobe") == ["no bcc", "no headers"]
+    gaps = mode_gaps(machine_features(_kernel(has_kprobes=True)), "kprobe")
+    assert [g.what for g in gaps] == ["no bcc", "no headers"]
+    assert "apt-get install linux-headers-6.18.44-test" in gaps[1].remedy
 
 
 def test_cli_not_root_and_unsupported_filters(monkeypatch: pytest.MonkeyPatch) -> None:
     from click.testing import CliRunner
-
-    from tracer import cli
+    from skbpath.tracer.cli import main as cli
 
     runner = CliRunner()
     monkeypatch.setattr("os.geteuid", lambda: 1000)
@@ -350,7 +348,7 @@ def test_cli_not_root_and_unsupported_filters(monkeypatch: pytest.MonkeyPatch) -
         assert r.exit_code == 2
         assert r.output.strip() == "skbpath: error: skbpath trace needs root: run it with sudo"
     monkeypatch.setattr("os.geteuid", lambda: 0)
-    monkeypatch.setattr("tracer.kernel.read_kernel_info", lambda: _kernel())
+    monkeypatch.setattr("skbpath.tracer.kernel.info.read_kernel_info", lambda: _kernel())
     r = runner.invoke(cli.main, ["trace", "--attach", "tracefs", "--proto", "tcp",
                                  "--port", "80"])
     assert r.exit_code == 2
@@ -360,3 +358,11 @@ def test_cli_not_root_and_unsupported_filters(monkeypatch: pytest.MonkeyPatch) -
     ]
     r = runner.invoke(cli.main, ["trace", "--attach", "tracefs", "--ebpf"])
     assert r.exit_code == 2 and "loads no BPF program" in r.output
+
+
+def test_reuse_rules_name_catalog_tracepoints() -> None:
+    # The tracepoint catalog is data now: the parser's rules must name its events.
+    from skbpath.tracer.record.tracefs.parse import DELIVERED, REUSE_MARKERS
+
+    events = {tp.event for tp in TRACEPOINTS}
+    assert events >= DELIVERED | REUSE_MARKERS

@@ -18,10 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from skbpath.tracer.model.replay import replay
+from skbpath.tracer.traces.tracefile import TraceReader
 
 from tests.conftest import lab_unavailable
-from tracer.replay import replay
-from tracer.tracefile import TraceReader
 
 pytestmark = pytest.mark.host
 
@@ -94,7 +94,7 @@ def _traffic() -> None:
 
 def _start_trace(out: Path, duration: float | None) -> subprocess.Popen[str]:
     ready = out.with_suffix(".ready")
-    cmd = [sys.executable, "-m", "tracer.cli", "trace", "--attach", "tracefs",
+    cmd = [sys.executable, "-m", "skbpath.tracer.cli.main", "trace", "--attach", "tracefs",
            "-o", str(out), "--ready-file", str(ready)]
     if duration is not None:
         cmd += ["--duration", str(duration)]
@@ -140,7 +140,7 @@ def test_trace_records_journeys(traced: tuple[Path, str]) -> None:
 
 def test_render_works(traced: tuple[Path, str], tmp_path: Path) -> None:
     out, _ = traced
-    r = subprocess.run([sys.executable, "-m", "tracer.cli", "render", str(out), "-o",
+    r = subprocess.run([sys.executable, "-m", "skbpath.tracer.cli.main", "render", str(out), "-o",
                         str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "calltree.svg").stat().st_size > 0

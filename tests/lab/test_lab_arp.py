@@ -1,12 +1,11 @@
-"""Boot the lab, flush the neighbour caches, ping, and check the ARP exchange."""
+"""In the lab, flush the neighbour caches, ping, and check the ARP exchange."""
 
 from __future__ import annotations
 
 import pytest
+from skbpath.tracer.model.replay import Replay
 
-from tests.lab.labrun import boot_and_trace
-from tests.lab.test_lab_tcp import has_subsequence
-from tracer.replay import Replay
+from tests.lab.labrun import MIXED, LabSession, has_subsequence
 
 pytestmark = pytest.mark.lab
 
@@ -16,10 +15,13 @@ REQUEST_TX: list[str | tuple[str, ...]] = [
 ARP_RX: list[str | tuple[str, ...]] = ["e1000_clean", "arp_rcv", "arp_process"]
 
 
+LAB_RUNS = [MIXED]
+
+
 @pytest.fixture(scope="module")
-def arp_trace(tmp_path_factory: pytest.TempPathFactory) -> Replay:
-    """Neighbour caches flushed on both sides, then ping."""
-    return boot_and_trace(tmp_path_factory, "arp")
+def arp_trace(lab: LabSession) -> Replay:
+    """The mixed trace (labrun.MIXED): it begins with both neighbour caches flushed, then ping."""
+    return lab.replay("6.1", "mixed")
 
 
 def test_arp_request_goes_out_through_the_driver(arp_trace: Replay) -> None:

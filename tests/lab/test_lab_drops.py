@@ -1,23 +1,25 @@
-"""Boot the lab, send to closed ports, and check the drops and their reasons."""
+"""In the lab, send to closed ports, and check the drops and their reasons on each kernel."""
 
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pytest
+from skbpath.tracer.model.drops import drop_report
+from skbpath.tracer.model.replay import Replay
 
-from tests.lab.labrun import boot_and_trace
-from tracer.drops import drop_report
-from tracer.replay import Replay
+from tests.lab.labrun import KERNELS, MIXED, SKBPATH, LabSession
 
 pytestmark = pytest.mark.lab
 
 
-@pytest.fixture(scope="module")
-def closed_trace(tmp_path_factory: pytest.TempPathFactory) -> Replay:
-    """TCP connects and UDP datagrams to a closed port, traced live in the lab."""
-    return boot_and_trace(tmp_path_factory, "closed")
+LAB_RUNS = [MIXED]
+
+
+@pytest.fixture(scope="module", params=KERNELS)
+def closed_trace(request: pytest.FixtureRequest, lab: LabSession) -> Replay:
+    """The mixed trace (labrun.MIXED, fentry), with its connects and datagrams to a closed port."""
+    return lab.replay(request.param, "mixed")
 
 
 def test_reason_names_come_from_the_kernel(closed_trace: Replay) -> None:
@@ -36,7 +38,7 @@ def test_closed_port_drops_are_no_socket_from_tcp_and_udp(closed_trace: Replay) 
 
 def test_replay_drops_lists_them(closed_trace: Replay) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "tracer.cli", "replay", closed_trace.path, "--drops"],
+        [*SKBPATH, "replay", closed_trace.path, "--drops"],
         capture_output=True, text=True, check=False,
     )
     assert proc.returncode == 0, proc.stderr

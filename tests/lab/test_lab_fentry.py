@@ -1,35 +1,42 @@
-"""Boot the lab, trace TCP request/response with --attach fentry, check what a 6.1 kernel gave."""
+"""Trace TCP request/response in the lab with --attach fentry, and check what each kernel gave."""
 
 from __future__ import annotations
 
 import statistics
 
 import pytest
+from skbpath.tracer.model.replay import Replay
 
-from tests.lab.labrun import boot_and_trace, check_nesting
-from tests.lab.test_lab_tcp import RX_CHAIN, TX_CHAIN, has_subsequence
-from tracer.replay import Replay
+from tests.lab.labrun import KERNELS, MIXED, LabSession, check_nesting, has_subsequence
+from tests.lab.test_lab_tcp import RX_CHAIN, TX_CHAIN
 
 pytestmark = pytest.mark.lab
 
 
-@pytest.fixture(scope="module")
-def fentry_trace(tmp_path_factory: pytest.TempPathFactory) -> Replay:
-    """One lab boot for the module: the rr preset traced with fentry/fexit."""
-    return boot_and_trace(tmp_path_factory, "rr", "--attach", "fentry")
+LAB_RUNS = [MIXED]
 
 
-def test_header_says_fentry_and_which_functions_used_it(fentry_trace: Replay) -> None:
+@pytest.fixture(scope="module", params=KERNELS)
+def fentry_trace(request: pytest.FixtureRequest, lab: LabSession) -> Replay:
+    """The mixed trace (labrun.MIXED: rr among others) traced with fentry/fexit, on each kernel."""
+    return lab.replay(request.param, "mixed")
+
+
+def test_header_says_fentry_and_which_functions_used_it(fentry_trace: Replay,
+                                                        lab: LabSession) -> None:
     h = fentry_trace.contents.header
     assert h["attach"] == "fentry"
-    assert h["kernel"].startswith("6.1.")
+    assert h["kernel"] == lab.release_of(fentry_trace)
     assert fentry_trace.contents.end is not None, "the tracer did not stop cleanly"
     by = h["attach_by"]
     # Core stack functions have BTF FUNCs of their own: trampolines.
     assert {"tcp_sendmsg", "ip_queue_xmit", "__dev_queue_xmit", "ip_rcv",
             "ip_local_deliver"} <= set(by["fentry"]), by
-    # Functions that take kernel stacks stay on kprobes (reliable unwinding).
-    assert {"tcp_v4_rcv", "kfree_skb_reason"} <= set(by["kprobe"]), by
+    # Functions that take kernel stacks stay on kprobes (reliable unwinding): tcp_v4_rcv
+    # and the dropper this kernel has (kfree_skb_reason, or sk_skb_reason_drop on 6.12).
+    droppers = {f.name for f in fentry_trace.funcs.funcs if f.drop}
+    assert droppers & {"kfree_skb_reason", "sk_skb_reason_drop"}, droppers
+    assert {"tcp_v4_rcv", *droppers} <= set(by["kprobe"]), by
     assert "kernel stacks" in h["fentry_fallback"]["tcp_v4_rcv"]
     # bcc 0.26 cannot target module functions, nor clones: kprobes, with the reason.
     assert "e1000_xmit_frame" in by["kprobe"]
@@ -62,9 +69,15 @@ def test_latencies_are_sane(fentry_trace: Replay) -> None:
     assert 0 < statistics.median(sendmsg) < 50_000_000
 
 
-def test_no_events_lost(fentry_trace: Replay) -> None:
+def test_losses_are_counted_and_few(fentry_trace: Replay) -> None:
     lost = fentry_trace.contents.end["lost"] if fentry_trace.contents.end else {}
-    assert lost.get("ringbuf_lost", 0) == 0 and lost.get("kprobe_missed", 0) == 0, lost
+    assert lost["ringbuf_lost"] == 0 and lost["depth_overflow"] == 0, lost
+    # Programs the kernel skipped are counted (bpf_missed), and so are the kprobes that
+    # fentry mode keeps (drivers, clones, stacks): those miss when a softirq runs on
+    # an interrupt's exit while a kprobe handler runs, rare but not never under bulk
+    # and loopback traffic.
+    events = fentry_trace.contents.events
+    assert lost["bpf_missed"] + lost["kprobe_missed"] <= events // 200, (lost, events)
     # A stack whose hash bucket holds another stack is lost (and counted): rare.
     stacked = sum(1 for j in fentry_trace.model.journey_list for s in j.steps
                   if s.stack_id >= 0)

@@ -1,25 +1,29 @@
-"""Boot the lab and check that the kernel-side filters keep exactly the selected packets."""
+"""In the lab, check that the kernel-side filters keep exactly the selected packets."""
 
 from __future__ import annotations
 
 import pytest
+from skbpath.tracer.model.replay import Replay
 
-from tests.lab.labrun import boot_and_trace
-from tracer.replay import Replay
+from tests.lab.labrun import LabRun, LabSession
 
 pytestmark = pytest.mark.lab
 
 # TCP request/response on port 5202, then a UDP burst the filter must leave out.
-MIXED = '"$SKBPATH_PY" -m tracer.rr client $PEER 50; iperf3 -u -c $PEER -b 20M -n 300K -l 1000'
+MIXED = ('"$SKBPATH_PY" -m skbpath.tracer.lab.rr client $PEER 50; '
+         'iperf3 -u -c $PEER -b 20M -n 300K -l 1000')
 UDP_FUNCS = {"udp_send_skb", "__udp4_lib_rcv", "__udp_enqueue_schedule_skb"}
 
 
+# kprobe programs with the tuple filters (test_lab_pcap loads fentry ones with a pcap filter).
+LAB_RUNS = [LabRun("filters", MIXED, ("--proto", "tcp", "--port", "5202", "--host", "198.18.0.2",
+                                      "--attach", "kprobe"), kernels=("6.1",))]
+
+
 @pytest.fixture(scope="module")
-def filtered(tmp_path_factory: pytest.TempPathFactory) -> Replay:
+def filtered(lab: LabSession) -> Replay:
     """Mixed TCP and UDP traffic, traced with --proto tcp --port 5202 --host PEER."""
-    return boot_and_trace(
-        tmp_path_factory, MIXED, "--proto", "tcp", "--port", "5202", "--host", "198.18.0.2"
-    )
+    return lab.replay("6.1", "filters")
 
 
 def test_filters_are_recorded_and_count_what_they_drop(filtered: Replay) -> None:

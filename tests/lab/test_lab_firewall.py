@@ -1,20 +1,25 @@
-"""Boot the lab, drop packets with an nftables rule, and check the drops' reason and dropper."""
+"""In the lab, drop packets with an nftables rule, and check the drops' reason and dropper."""
 
 from __future__ import annotations
 
 import pytest
+from skbpath.tracer.model.drops import drop_report
+from skbpath.tracer.model.replay import Replay
 
-from tests.lab.labrun import boot_and_trace
-from tracer.drops import drop_report
-from tracer.replay import Replay
+from tests.lab.labrun import MIXED, LabSession
 
 pytestmark = pytest.mark.lab
 
 
+# The rule stays loaded for the boot's later runs: it drops port 5299 only.
+LAB_RUNS = [MIXED]
+
+
 @pytest.fixture(scope="module")
-def firewall_trace(tmp_path_factory: pytest.TempPathFactory) -> Replay:
-    """TCP connects and UDP datagrams to a port the peer's nftables rule drops."""
-    return boot_and_trace(tmp_path_factory, "firewall")
+def firewall_trace(lab: LabSession) -> Replay:
+    """The mixed trace (labrun.MIXED), which ends with connects and datagrams to a port the
+    peer's nftables rule drops."""
+    return lab.replay("6.1", "mixed")
 
 
 def test_firewall_drops_are_netfilter_drop_by_the_rule(firewall_trace: Replay) -> None:

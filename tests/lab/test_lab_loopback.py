@@ -1,12 +1,11 @@
-"""Boot the lab, run TCP over 127.0.0.1, and follow packets through lo and the backlog."""
+"""In the lab, run TCP over 127.0.0.1, and follow packets through lo and the backlog."""
 
 from __future__ import annotations
 
 import pytest
+from skbpath.tracer.model.replay import Replay
 
-from tests.lab.labrun import boot_and_trace
-from tests.lab.test_lab_tcp import has_subsequence
-from tracer.replay import Replay
+from tests.lab.labrun import MIXED, LabSession, has_subsequence
 
 pytestmark = pytest.mark.lab
 
@@ -27,10 +26,13 @@ LOOPBACK_CHAIN: list[str | tuple[str, ...]] = [
 ]
 
 
+LAB_RUNS = [MIXED]
+
+
 @pytest.fixture(scope="module")
-def loopback_trace(tmp_path_factory: pytest.TempPathFactory) -> Replay:
-    """TCP request/response over 127.0.0.1 in the guest."""
-    return boot_and_trace(tmp_path_factory, "loopback")
+def loopback_trace(lab: LabSession) -> Replay:
+    """The mixed trace (labrun.MIXED), with its TCP request/response over 127.0.0.1."""
+    return lab.replay("6.1", "mixed")
 
 
 def test_lo_driver_is_found(loopback_trace: Replay) -> None:

@@ -1,16 +1,23 @@
-"""Boot the lab, trace TCP traffic live, and check the journeys a real 6.1 kernel produced."""
+"""Trace TCP (request/response, then bulk) live in the lab on kprobes, and check the journeys
+each real kernel produced.  The trace is the forward boot's: the client's own TX and RX."""
 
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from skbpath.tracer.model.core import JourneyView
+from skbpath.tracer.model.replay import Replay
 
-from tests.lab.labrun import boot_and_trace, check_nesting
-from tracer.model import JourneyView
-from tracer.replay import Replay
+from tests.lab.labrun import (
+    FORWARD,
+    KERNELS,
+    SKBPATH,
+    LabSession,
+    check_nesting,
+    has_subsequence,
+)
 
 pytestmark = pytest.mark.lab
 
@@ -32,37 +39,31 @@ RX_CHAIN: list[str | tuple[str, ...]] = [
 ]
 
 
-def has_subsequence(funcs: list[str], chain: list[str | tuple[str, ...]]) -> bool:
-    """True if ``chain`` appears in ``funcs`` in order (gaps allowed)."""
-    it = iter(funcs)
-    for want in chain:
-        options = (want,) if isinstance(want, str) else want
-        if not any(f in options for f in it):
-            return False
-    return True
+# The forward boot's trace: the client's TCP sends through its e1000 and
+# receives the answers through it, on kprobes (--attach auto prefers fentry).
+LAB_RUNS = [FORWARD]
 
 
-@pytest.fixture(scope="module")
-def lab_trace(tmp_path_factory: pytest.TempPathFactory) -> Replay:
-    """One lab boot for the module: a TCP bulk transfer traced live with kprobes.
-
-    kprobe explicitly: --attach auto now prefers fentry (tests/lab/test_lab_fentry.py).
-    """
-    return boot_and_trace(tmp_path_factory, "bulk", "--attach", "kprobe")
+@pytest.fixture(scope="module", params=KERNELS)
+def lab_trace(request: pytest.FixtureRequest, lab: LabSession) -> Replay:
+    """TCP rr and bulk from the client netns (labrun.FORWARD), on kprobes, on each kernel."""
+    return lab.replay(request.param, "forward")
 
 
 def _journeys(r: Replay, path: str) -> list[JourneyView]:
     return [j for j in r.model.journey_list if j.path == path]
 
 
-def test_trace_comes_from_the_lab_kernel(lab_trace: Replay) -> None:
+def test_trace_comes_from_the_lab_kernel(lab_trace: Replay, lab: LabSession) -> None:
     h = lab_trace.contents.header
     assert h["attach"] == "kprobe"
-    assert h["kernel"].startswith("6.1.")
+    # Exactly the kernel booted: its release, and its build (the package version).
+    assert h["kernel"] == lab.release_of(lab_trace)
+    assert h["kernel_build"].startswith("#") and "Debian" in h["kernel_build"], h["kernel_build"]
     assert lab_trace.contents.end is not None, "the tracer did not stop cleanly"
     assert lab_trace.contents.events > 1000
     skipped = {s["name"] for s in h["skipped"]}
-    # Inlined on 6.1: skipped, and reported as such.
+    # Inlined on both kernels: skipped, and reported as such.
     assert {"dev_queue_xmit", "netdev_start_xmit", "xmit_one"} <= skipped
 
 
@@ -99,9 +100,20 @@ def test_kernel_stacks_show_frames_probes_cannot_see(lab_trace: Replay) -> None:
 
 def test_render_and_replay_work_on_the_lab_trace(lab_trace: Replay, tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "tracer.cli", "render", lab_trace.path, "-o", str(tmp_path)],
+        [*SKBPATH, "render", lab_trace.path, "-o", str(tmp_path)],
         capture_output=True, text=True, check=False,
     )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "calltree.svg").read_text().count("e1000_xmit_frame") >= 1
     assert "e1000_clean" in (tmp_path / "flamegraph.svg").read_text()
+
+
+def test_the_bulk_transfer_loses_nothing_and_stores_every_counter(lab_trace: Replay) -> None:
+    """The default ring buffer (sized by CPU count), drained in bulk, holds the bulk transfer."""
+    end = lab_trace.contents.end
+    assert end is not None
+    lost = end["lost"]
+    # Zeros are stored too: a counter that is absent was not measured.
+    assert {"ringbuf_lost", "stack_lost", "kprobe_missed", "filtered"} <= set(lost), lost
+    assert lost["ringbuf_lost"] == 0, lost
+    assert end["model"]["events"] == lab_trace.contents.events

@@ -1,12 +1,11 @@
-"""Boot the lab, send a UDP stream, and check both of its paths on the real kernel."""
+"""In the lab, send a UDP stream, and check both of its paths on the real kernel."""
 
 from __future__ import annotations
 
 import pytest
+from skbpath.tracer.model.replay import Replay
 
-from tests.lab.labrun import boot_and_trace
-from tests.lab.test_lab_tcp import has_subsequence
-from tracer.replay import Replay
+from tests.lab.labrun import KERNELS, MIXED, LabSession, has_subsequence
 
 pytestmark = pytest.mark.lab
 
@@ -28,10 +27,13 @@ UDP_RX: list[str | tuple[str, ...]] = [
 ]
 
 
-@pytest.fixture(scope="module")
-def udp_trace(tmp_path_factory: pytest.TempPathFactory) -> Replay:
-    """An iperf3 UDP stream between the lab's two e1000 NICs, traced live."""
-    return boot_and_trace(tmp_path_factory, "udp")
+LAB_RUNS = [MIXED]
+
+
+@pytest.fixture(scope="module", params=KERNELS)
+def udp_trace(request: pytest.FixtureRequest, lab: LabSession) -> Replay:
+    """The mixed trace (labrun.MIXED), with its iperf3 UDP stream between the two e1000 NICs."""
+    return lab.replay(request.param, "mixed")
 
 
 def test_udp_transmit_path(udp_trace: Replay) -> None:

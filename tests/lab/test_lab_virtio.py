@@ -1,20 +1,22 @@
-"""Boot the lab with virtio-net NICs and check that its driver's functions are found and traced."""
+"""The lab with virtio-net NICs and check that its driver's functions are found and traced."""
 
 from __future__ import annotations
 
 import pytest
+from skbpath.tracer.model.replay import Replay
 
-from tests.lab.labrun import boot_and_trace
-from tests.lab.test_lab_tcp import has_subsequence
-from tracer.replay import Replay
+from tests.lab.labrun import LabRun, LabSession, has_subsequence
 
 pytestmark = pytest.mark.lab
 
 
+LAB_RUNS = [LabRun("virtio_rr", "rr", kernels=("6.1",), nic="virtio")]
+
+
 @pytest.fixture(scope="module")
-def virtio_trace(tmp_path_factory: pytest.TempPathFactory) -> Replay:
+def virtio_trace(lab: LabSession) -> Replay:
     """TCP request/response between two virtio-net NICs (auto mode: fentry)."""
-    return boot_and_trace(tmp_path_factory, "rr", lab_opts=("--nic", "virtio"))
+    return lab.replay("6.1", "virtio_rr")
 
 
 def test_virtio_driver_roles_found_by_signature(virtio_trace: Replay) -> None:

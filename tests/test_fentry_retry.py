@@ -1,0 +1,117 @@
+"""fentry mode compiles kprobe programs only where there is no trampoline; a trampoline
+that fails to attach makes the recorder compile once more, with a kprobe for it.
+
+bcc is replaced by a fake that records what it was asked to attach: this host
+cannot attach kprobes or the lab's trampolines, and the lab's never fail.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from skbpath.tracer.kernel.info import KernelInfo
+from skbpath.tracer.record.attach import FentryPlan
+from skbpath.tracer.record.bpf import backend
+from skbpath.tracer.record.bpf.ringbuf import RingReader
+from skbpath.tracer.record.resolve import Resolution
+from skbpath.tracer.record.session import TraceOptions
+from skbpath.tracer.traces.functions import FuncInfo, FuncTable
+
+FUNCS = FuncTable([
+    FuncInfo(id=0, name="tcp_sendmsg", path="tx", layer="transport", symbols=("tcp_sendmsg",)),
+    FuncInfo(id=1, name="ip_rcv", path="rx", layer="network", skb_arg=1, symbols=("ip_rcv",)),
+    FuncInfo(id=2, name="e1000_clean", path="rx", layer="driver", symbols=("e1000_clean",)),
+])
+
+
+class FakeBpf:
+    """Attaches whatever was compiled, except the trampolines named in ``broken``."""
+
+    def __init__(self, cflags: list[str], broken: set[str]) -> None:
+        self.cflags = cflags
+        self.broken = broken
+        self.kprobes: list[str] = []
+        self.fentry: list[str] = []
+        self.cleaned = False
+
+    def _compiled_kprobe(self, fn_name: str) -> None:
+        probes = next(c for c in self.cflags if c.startswith("-DSKBPATH_PROBES="))
+        fid = fn_name.rsplit("_", 1)[1]
+        if f"P({fid}," not in probes:
+            raise Exception(f"no program {fn_name}")  # bcc raises bare Exception
+
+    def attach_kretfunc(self, fn_name: bytes) -> None:
+        sym = fn_name.decode().removeprefix("kretfunc__")
+        if sym in self.broken:
+            raise Exception(f"cannot attach {sym}")
+
+    def attach_kfunc(self, fn_name: bytes) -> None:
+        self.fentry.append(fn_name.decode().removeprefix("kfunc__"))
+
+    def attach_kretprobe(self, event: str, fn_name: str, maxactive: int) -> None:
+        self._compiled_kprobe(fn_name)
+
+    def attach_kprobe(self, event: str, fn_name: str) -> None:
+        self._compiled_kprobe(fn_name)
+        self.kprobes.append(event)
+
+    def detach_kfunc(self, fn_name: bytes) -> None:
+        """Detaching always works."""
+
+    detach_kretfunc = detach_kfunc
+
+    def detach_kprobe(self, event: str) -> None:
+        """Detaching always works."""
+
+    detach_kretprobe = detach_kprobe
+
+    def cleanup(self) -> None:
+        self.cleaned = True
+
+    def __getitem__(self, name: str) -> Any:
+        return type("Map", (), {"map_fd": -1})()
+
+
+def _backend(monkeypatch: pytest.MonkeyPatch, broken: set[str]) -> tuple[backend.BccBackend,
+                                                                           list[FakeBpf]]:
+    compiled: list[FakeBpf] = []
+
+    def compile_program(kernel: KernelInfo, cflags: list[str], log_path: str) -> FakeBpf:
+        compiled.append(FakeBpf(list(cflags), broken))
+        return compiled[-1]
+
+    monkeypatch.setattr(backend, "compile_program", compile_program)
+    monkeypatch.setattr(backend, "map_fd_size", lambda fd: 0)
+    monkeypatch.setattr(RingReader, "from_map_fd", classmethod(lambda cls, *a: None))
+    monkeypatch.setattr(backend, "recursion_misses", lambda fds: 0)
+    kernel = KernelInfo(release="6.1.0-test", traceable={}, kallsyms=set(), has_kprobes=True,
+                        has_btf=True, has_headers=True, has_fentry=True, tracefs="/nonexistent")
+    plan = FentryPlan(fentry={0: "tcp_sendmsg", 1: "ip_rcv"},
+                      kprobe={"e1000_clean": "in module e1000"})
+    b = backend.BccBackend(kernel, Resolution(FUNCS, []), TraceOptions(output="/dev/null"),
+                           "fentry", plan)
+    return b, compiled
+
+
+def test_one_compile_when_every_trampoline_attaches(monkeypatch: pytest.MonkeyPatch) -> None:
+    b, compiled = _backend(monkeypatch, broken=set())
+    b.attach()
+    assert len(compiled) == 1
+    assert b.attach_by() == {"fentry": ["ip_rcv", "tcp_sendmsg"], "kprobe": ["e1000_clean"]}
+    # Kprobe programs only for the module function.
+    assert "-DSKBPATH_PROBES=P(2,0,0,0,0,0)" in compiled[0].cflags
+
+
+def test_a_failed_trampoline_is_compiled_again_as_a_kprobe(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    b, compiled = _backend(monkeypatch, broken={"ip_rcv"})
+    b.attach()
+    assert len(compiled) == 2 and compiled[0].cleaned and not compiled[1].cleaned
+    assert b.attach_by() == {"fentry": ["tcp_sendmsg"], "kprobe": ["e1000_clean", "ip_rcv"]}
+    assert not b.attach_failures
+    # The header says why ip_rcv is on a kprobe, and its cflags are the second compile's.
+    assert "cannot attach ip_rcv" in b.fentry.kprobe["ip_rcv"]
+    assert b.cflags == compiled[1].cflags
+    assert "fentry failed for 1 functions" in capsys.readouterr().err

@@ -1,0 +1,1 @@
+"""The lab: a real kernel in QEMU, its guest script and traffic."""

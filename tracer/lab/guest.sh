@@ -1,0 +1,170 @@
+#!/bin/bash
+# Runs inside the lab guest (see tracer/lab/vm.py).  $1 is the env file the host
+# wrote: SKBPATH_PY, SKBPATH_ROOT, SKBPATH_OUT (the shared directory), SKBPATH_LOG,
+# SKBPATH_SCENARIOS (what to trace), SKBPATH_TRAFFIC and SKBPATH_TRACE_ARGS
+# (bench modes), SKBPATH_TOPOLOGY (pair|forward), SKBPATH_NIC_DRIVER (the guest
+# module of the NICs), PEER_ADDR, SKBPATH_PROGRESS (the lines the host shows).
+set -u
+# shellcheck disable=SC1090
+. "$1"
+# Everything, with the shell trace, goes to the full log (skbpath lab -v shows
+# it); the lines a user wants go to the progress file too, which the host shows.
+exec >"$SKBPATH_LOG" 2>&1
+say() { echo "$*" | tee -a "$SKBPATH_PROGRESS"; }
+set -x
+export PS4="+ lab: "
+cd "$SKBPATH_ROOT" || exit 1
+
+modprobe "$SKBPATH_NIC_DRIVER"
+# The two NICs, in PCI order: no interface name is assumed.
+nics=()
+for _ in $(seq 50); do
+    nics=()
+    for dev in /sys/class/net/*; do
+        drv=$(readlink "$dev/device/driver" 2>/dev/null) || continue
+        [ "$(basename "$drv")" = "$SKBPATH_NIC_DRIVER" ] && nics+=("$(basename "$dev")")
+    done
+    [ ${#nics[@]} -ge 2 ] && break
+    sleep 0.2
+done
+if [ ${#nics[@]} -lt 2 ]; then
+    say "lab: expected two $SKBPATH_NIC_DRIVER NICs, found ${#nics[@]}"
+    exit 1
+fi
+A=${nics[0]}
+B=${nics[1]}
+
+ip link set lo up
+ip netns add skbpeer
+ip -n skbpeer link set lo up
+run_traffic=(bash -c)
+case "$SKBPATH_TOPOLOGY" in
+pair)
+    # A in the root namespace, B in skbpeer; traffic from the root namespace.
+    ip link set "$B" netns skbpeer
+    ip addr add 198.18.0.1/24 dev "$A"
+    ip link set "$A" up
+    ip -n skbpeer addr add "$PEER_ADDR/24" dev "$B"
+    ip -n skbpeer link set "$B" up
+    ;;
+forward)
+    # The root namespace routes: client (A, skbclient) -> B ... veth -> skbpeer.
+    ip netns add skbclient
+    ip -n skbclient link set lo up
+    ip link set "$A" netns skbclient
+    ip -n skbclient addr add 198.18.0.2/25 dev "$A"
+    ip -n skbclient link set "$A" up
+    ip -n skbclient route add default via 198.18.0.1
+    ip addr add 198.18.0.1/25 dev "$B"
+    ip link set "$B" up
+    ip link add skbfwd0 type veth peer name skbfwd1 netns skbpeer
+    ip addr add 198.18.0.129/25 dev skbfwd0
+    ip link set skbfwd0 up
+    ip -n skbpeer addr add "$PEER_ADDR/25" dev skbfwd1
+    ip -n skbpeer link set skbfwd1 up
+    ip -n skbpeer route add default via 198.18.0.129
+    sysctl -qw net.ipv4.ip_forward=1
+    run_traffic=(ip netns exec skbclient bash -c)
+    ;;
+*)
+    say "lab: unknown topology $SKBPATH_TOPOLOGY"
+    exit 1
+    ;;
+esac
+
+# Wait for the path to the peer (e1000 autonegotiation takes a moment).
+{ set +x; } 2>/dev/null
+for _ in $(seq 100); do
+    "${run_traffic[@]}" "ping -c 1 -W 1 $PEER_ADDR" >/dev/null 2>&1 && break
+    sleep 0.2
+done
+set -x
+"${run_traffic[@]}" "ping -c 1 -W 2 $PEER_ADDR" || { say "lab: peer $PEER_ADDR unreachable"; exit 1; }
+say "lab: guest up: $A and $B ($SKBPATH_NIC_DRIVER), topology $SKBPATH_TOPOLOGY, peer $PEER_ADDR"
+
+ip netns exec skbpeer iperf3 -s -D
+ip netns exec skbpeer "$SKBPATH_PY" -m skbpath.tracer.lab.rr server "$PEER_ADDR" &
+sleep 1
+
+outdir="$SKBPATH_OUT"
+export PEER="$PEER_ADDR" SKBPATH_PY SKBPATH_ROOT
+
+# start_tracer OUTPUT TRAFFIC [trace options...]: returns once probes are attached
+# (status 1 if the tracer did not start).
+start_tracer() {
+    local out=$1 traffic=$2
+    shift 2
+    ready="$outdir/tracer.ready"
+    rm -f "$ready"
+    "$SKBPATH_PY" -m skbpath.tracer.cli.main trace -o "$out" --ready-file "$ready" --duration 300 \
+        --recorded-with "skbpath lab, kernel $(uname -r) ($(cat /proc/sys/kernel/version)), topology $SKBPATH_TOPOLOGY, $SKBPATH_NIC_DRIVER NICs, traffic: $traffic" "$@" \
+        2> >(tee -a "$SKBPATH_PROGRESS" >&2) &
+    tracer=$!
+    # Compiling and attaching a hundred probes under TCG takes two to four
+    # minutes (more on a loaded host): the wait is bounded by time, not by a
+    # count of polls, and is the host's limit per scenario (SCENARIO_SECONDS in
+    # vm.py), so that a tracer that hangs fails its own scenario, not the boot.
+    { set +x; } 2>/dev/null  # the wait is not worth a log line per poll
+    local deadline=$((SECONDS + ${SKBPATH_READY_TIMEOUT:-600}))
+    while [ $SECONDS -lt $deadline ]; do
+        [ -s "$ready" ] && break
+        kill -0 "$tracer" 2>/dev/null || break
+        sleep 0.5
+    done
+    set -x
+    if [ ! -s "$ready" ]; then
+        say "lab: the tracer did not start"
+        kill -INT "$tracer" 2>/dev/null
+        wait "$tracer"
+        return 1
+    fi
+}
+
+stop_tracer() {
+    sleep 1
+    kill -INT "$tracer"
+    wait "$tracer"
+    say "lab: tracer exited with $?"
+}
+
+# shellcheck disable=SC2086
+eval "set -- $SKBPATH_TRACE_ARGS"
+if [ "${SKBPATH_MODE:-trace}" = bench ]; then
+    # Alternate untraced and traced runs of the same transfer.
+    for i in $(seq "$SKBPATH_BENCH_RUNS"); do
+        "${run_traffic[@]}" "iperf3 -c $PEER -t $SKBPATH_BENCH_SECONDS -J" >"$outdir/plain-$i.json"
+        start_tracer "$outdir/traced-$i.skbtrace" "$SKBPATH_TRAFFIC" "$@" || exit 1
+        "${run_traffic[@]}" "iperf3 -c $PEER -t $SKBPATH_BENCH_SECONDS -J" >"$outdir/traced-$i.json"
+        stop_tracer
+    done
+    cp "$outdir/traced-1.skbtrace" "$outdir/trace.skbtrace"
+elif [ "${SKBPATH_MODE:-trace}" = attach-bench ]; then
+    # The same rr exchanges untraced and under each attach mode, in turn.
+    rr_client="\"\$SKBPATH_PY\" -m skbpath.tracer.lab.rr client $PEER $SKBPATH_BENCH_EXCHANGES"
+    for i in $(seq "$SKBPATH_BENCH_RUNS"); do
+        "${run_traffic[@]}" "$rr_client" >"$outdir/plain-$i.txt"
+        for mode in kprobe fentry; do
+            start_tracer "$outdir/$mode-$i.skbtrace" "$rr_client" --attach "$mode" "$@" || exit 1
+            "${run_traffic[@]}" "$rr_client" >"$outdir/$mode-$i.txt"
+            stop_tracer
+        done
+    done
+    cp "$outdir/fentry-1.skbtrace" "$outdir/trace.skbtrace"
+else
+    # Each scenario (NAME<tab>TRAFFIC<tab>TRACE ARGS, one a line) traced in turn
+    # into $outdir/NAME.skbtrace; one that fails does not stop the others.
+    while IFS=$'\t' read -r name traffic args <&3; do
+        say "lab: scenario $name: start"
+        # shellcheck disable=SC2086
+        eval "set -- $args"
+        if start_tracer "$outdir/$name.skbtrace" "$traffic" "$@"; then
+            say "lab: traffic: $traffic"
+            # The traffic's own output is progress too.
+            "${run_traffic[@]}" "$traffic" > >(tee -a "$SKBPATH_PROGRESS") 2>&1
+            say "lab: traffic exited with $?"
+            stop_tracer
+        fi
+        say "lab: scenario $name: end"
+    done 3<"$SKBPATH_SCENARIOS"
+fi
+sync

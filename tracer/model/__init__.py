@@ -1,0 +1,1 @@
+"""The model: pairing, journeys, the call tree, stats, drops, routes, replay."""

@@ -1,0 +1,86 @@
+"""Replay a recorded trace through the same model the live tracer runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from skbpath.tracer.errors import TraceFormatError
+from skbpath.tracer.model.core import JourneyView, Model
+from skbpath.tracer.model.pairing import Call
+from skbpath.tracer.traces.functions import FuncTable
+from skbpath.tracer.traces.tracefile import TraceContents, TraceReader
+
+
+@dataclass
+class Replay:
+    """A trace's metadata and the model built from its events."""
+
+    path: str
+    contents: TraceContents
+    model: Model
+
+    @property
+    def funcs(self) -> FuncTable:
+        """The trace's function table."""
+        return self.model.funcs
+
+
+def function_table(contents: TraceContents, path: str = "trace") -> FuncTable:
+    """The function table stored in a trace header."""
+    try:
+        return FuncTable.from_json(contents.header["functions"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TraceFormatError(f"{path}: header has no valid function table") from exc
+
+
+def model_for(
+    reader: TraceReader,
+    *,
+    keep_journeys: bool = True,
+    on_journey: Callable[[JourneyView], None] | None = None,
+    on_root: Callable[[Call], None] | None = None,
+) -> Model:
+    """A fresh :class:`Model` set up as the trace's header says it was recorded."""
+    header = reader.contents.header
+    return Model(
+        function_table(reader.contents, reader.path),
+        require_match=bool(header.get("filters")),
+        keep_journeys=keep_journeys,
+        on_journey=on_journey,
+        on_root=on_root,
+        timeout_ns=header.get("journey_timeout_ns", 5_000_000_000),  # checked by schema
+    )
+
+
+def replay(
+    path: str,
+    *,
+    keep_journeys: bool = True,
+    on_journey: Callable[[JourneyView], None] | None = None,
+    on_root: Callable[[Call], None] | None = None,
+    lenient: bool = False,
+) -> Replay:
+    """Read ``path`` and run every record through a fresh :class:`Model` (v1 or v2).
+
+    ``on_root`` receives each closed root call (with its subtree), e.g. to
+    keep the calls for a timeline; ``lenient`` skips bad records (see TraceReader).
+    """
+    reader = TraceReader(path, lenient=lenient)
+    model = model_for(reader, keep_journeys=keep_journeys, on_journey=on_journey,
+                      on_root=on_root)
+    feed = model.feed_calls if reader.version == 2 else model.feed
+    for batch in reader.event_batches():
+        feed(batch)
+    model.finish()
+    return Replay(path, reader.contents, model)
+
+
+# Attach modes whose calls are points (a tracepoint hit), with no duration.
+POINT_MODES = frozenset({"tracepoint", "tracefs"})
+
+
+def default_weight(header: dict[str, Any]) -> str:
+    """The flame graph weight that shows something: calls for point modes, else time."""
+    return "count" if header.get("attach") in POINT_MODES else "time"

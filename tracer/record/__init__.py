@@ -1,0 +1,1 @@
+"""Recording: attach planning, cflags, resolution, the bcc and tracefs back ends."""

@@ -1,0 +1,57 @@
+"""Calls still open in the kernel when a trace stops, as NO_RETURN records.
+
+The BPF programs keep each thread's open calls in the ``frame_stacks`` map
+(probes/skbpath.bpf.c).  Once the probes are detached, what is left there
+never returned within the trace: it goes out like a kretprobe miss, flagged
+NO_RETURN, deepest first, as the kernel would have emitted it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from skbpath.tracer.record.cflags import FRAME_DEPTH
+from skbpath.tracer.traces.events import FLAG_NO_RETURN, CallRecord, pack_calls
+
+# struct frames in probes/skbpath.bpf.c holds this many (the cflags set it).
+MAX_DEPTH = FRAME_DEPTH
+
+
+def thread_of_key(key: int) -> tuple[int, int]:
+    """(tid, cpu) from a thread_key(): the tid, or an idle task's CPU shifted by 24."""
+    if key >> 24 and not key & 0xFFFFFF:
+        return 0, key >> 24
+    return key, 0
+
+
+def open_frame_records(items: Iterable[tuple[int, Any]]) -> tuple[bytes, int, dict[int, int]]:
+    """Records for the frames left in ``frame_stacks`` items (key, struct frames).
+
+    Returns the packed NO_RETURN records, how many frames were open, and the
+    per-function counts of open frames with no skb call in them (not emitted,
+    as the kernel counts empty calls).
+    """
+    out: list[CallRecord] = []
+    opened = 0
+    empty: dict[int, int] = {}
+    for key, fs in items:
+        tid, cpu = thread_of_key(int(key))
+        depth = min(int(fs.depth), MAX_DEPTH)
+        has_skb = False
+        for i in range(depth - 1, -1, -1):
+            f = fs.f[i]
+            if f.skip:
+                continue
+            opened += 1
+            keep = bool(f.has_skb) or has_skb
+            # The kernel's rule: an skb call marks its parent, a context root does not.
+            has_skb = keep and int(f.base) != i
+            if not keep:
+                empty[int(f.func)] = empty.get(int(f.func), 0) + 1
+                continue
+            out.append(CallRecord(
+                entry=int(f.entry), duration=0, skb=int(f.skb), tid=tid, aux=int(f.aux),
+                stack_id=int(f.stack_id), func=int(f.func), cpu=cpu, depth=i,
+                flags=int(f.flags) | FLAG_NO_RETURN, base=int(f.base)))
+    return pack_calls(out), opened, empty

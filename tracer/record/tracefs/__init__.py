@@ -1,0 +1,1 @@
+"""tracefs mode: a private ftrace instance, read as text, with no BPF."""

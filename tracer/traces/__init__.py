@@ -1,0 +1,1 @@
+"""The trace file format: records, events, the function table."""
