@@ -210,8 +210,17 @@ static __always_inline int pcap_classify_sock(struct sk_buff *skb)
     u32 d6[4] = {};
     if (family == AF_INET6)
         bpf_probe_read_kernel(d6, sizeof(d6), &sk->__sk_common.skc_v6_daddr);
-    // A v4-mapped peer (::ffff:a.b.c.d) on a dual-stack socket sends IPv4.
+    // A dual-stack socket sends IPv4 to a v4-mapped peer (::ffff:a.b.c.d),
+    // and a child it accepted from an IPv4 peer may have no IPv6 peer at all
+    // (::), only the IPv4 one.
     int mapped = d6[0] == 0 && d6[1] == 0 && d6[2] == htonl(0xffff);
+    if (family == AF_INET6 && !mapped && !(d6[0] | d6[1] | d6[2] | d6[3])) {
+        u32 d4 = 0;
+        bpf_probe_read_kernel(&d4, sizeof(d4), &sk->__sk_common.skc_daddr);
+        if (!d4)
+            return VERDICT_UNKNOWN;  // not connected: the header will tell
+        mapped = 1;
+    }
     if (family == AF_INET || (family == AF_INET6 && mapped)) {
         hdr[0] = 0x45;
         hdr[9] = (u8)proto;

@@ -316,7 +316,11 @@ static __always_inline int task_selected(void)
 #endif
 
 // Whether the filter keeps a call with this skb; sets FLAG_MATCHED in *flags.
-static __always_inline int filter_keeps(u64 skb, u8 *flags)
+// A call that frees its skb is kept even when the skb does not match: its
+// first calls may have been kept while the filter could not tell yet (a TCP
+// ACK has no socket at __tcp_transmit_skb), and without the free the
+// journey would stay open and take in the next packet at the same address.
+static __always_inline int filter_keeps(u64 skb, u8 *flags, int frees)
 {
 #ifdef FILTERING
     if (!skb)
@@ -327,6 +331,8 @@ static __always_inline int filter_keeps(u64 skb, u8 *flags)
     }
     int verdict = classify((struct sk_buff *)skb);
     if (verdict == VERDICT_NO) {
+        if (frees)
+            return 1;
         count(CNT_FILTERED);
         return 0;
     }
@@ -378,10 +384,11 @@ static __always_inline void submit(u64 entry, u64 duration, u64 skb, u64 result,
 // Entry: push a frame on the running thread's stack.  Shared by every
 // program type: ctx is only handed to get_stackid, which takes a kprobe's
 // pt_regs or a trampoline's context.
-static __always_inline int push(void *ctx, u16 func, u64 skb, int want_stack, u32 aux)
+static __always_inline int push(void *ctx, u16 func, u64 skb, int want_stack, u32 aux,
+                                int frees)
 {
     u8 flags = 0;
-    u8 skip = !filter_keeps(skb, &flags);
+    u8 skip = !filter_keeps(skb, &flags, frees);
     u64 key = thread_key();
     struct frames *fs = frame_stacks.lookup(&key);
     if (!fs) {
@@ -503,10 +510,11 @@ static __always_inline int pop(u16 func)
 }
 
 // A tracepoint hit: one POINT record, nested in whatever the thread is in.
-static __always_inline int point(void *ctx, u16 func, u64 skb, int want_stack, u32 aux)
+static __always_inline int point(void *ctx, u16 func, u64 skb, int want_stack, u32 aux,
+                                 int frees)
 {
     u8 flags = FLAG_POINT;
-    if (!filter_keeps(skb, &flags))
+    if (!filter_keeps(skb, &flags, frees))
         return 0;
     flags |= FLAG_POINT;
     u8 depth = 0, base = 0;
@@ -674,7 +682,7 @@ static __always_inline u64 deref_skb(u64 v, int deref)
     {                                                                         \
         u64 skb = deref_skb(reg_arg(ctx, arg), deref);                        \
         LEARN_SOCK(arg, PT_REGS_PARM1(ctx));                                  \
-        push(ctx, id, skb, stack, (u32)reg_arg(ctx, aux));                    \
+        push(ctx, id, skb, stack, (u32)reg_arg(ctx, aux), frees);             \
         UNTRACK(frees, skb);                                                  \
         ROUTE_KPROBE_ENTRY(id);                                               \
         return 0;                                                             \
@@ -697,7 +705,7 @@ static __always_inline u64 deref_skb(u64 v, int deref)
     {                                                                         \
         u64 skb = deref_skb(CTX_ARG(ctx, arg), deref);                        \
         LEARN_SOCK(arg, CTX_ARG(ctx, 1));                                     \
-        push(ctx, id, skb, stack, (u32)CTX_ARG(ctx, aux));                    \
+        push(ctx, id, skb, stack, (u32)CTX_ARG(ctx, aux), frees);             \
         UNTRACK(frees, skb);                                                  \
         return 0;                                                             \
     }                                                                         \
@@ -714,7 +722,7 @@ static __always_inline u64 deref_skb(u64 v, int deref)
         u64 skb = (arg) ? ctx->args[(arg) ? (arg) - 1 : 0] : 0;                \
         LEARN_SKB_SOCK(skb);                                                  \
         point(ctx, id, skb, stack,                                            \
-             (aux) ? (u32)ctx->args[(aux) ? (aux) - 1 : 0] : 0);               \
+             (aux) ? (u32)ctx->args[(aux) ? (aux) - 1 : 0] : 0, frees);        \
         UNTRACK(frees, skb);                                                  \
         return 0;                                                             \
     }

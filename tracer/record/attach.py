@@ -36,7 +36,7 @@ MODES = (*BPF_MODES, "tracefs")
 # Any of these in kallsyms: the kernel can attach BPF to raw tracepoints
 # (bcc's BPF.support_raw_tracepoint() looks for the same names).
 RAW_TP_SYMBOLS = frozenset({"bpf_get_raw_tracepoint", "bpf_find_raw_tracepoint"})
-STACK_REASON = "takes kernel stacks: they unwind reliably from a kprobe, not from a trampoline"
+STACK_REASON = "takes kernel stacks: on a kprobe until trampoline stacks are rechecked (README)"
 # x86-64 trampolines pass register arguments only (six of them).
 FENTRY_MAX_ARGS = 6
 
@@ -198,9 +198,10 @@ def fentry_reason(
     if any(p.startswith(("struct ", "union ")) and not p.endswith("*") for p in params):
         return "a struct argument passed by value"
     if f.stack:
-        # Seen in the lab: from kfree_skb_reason's fentry program the unwinder
-        # skipped its caller (nft_do_chain, as the kprobe's stack showed) and
-        # named nf_hook_slow; from a kprobe's registers it starts exactly.
+        # Chosen on a misread 6.1 trace (the README's fentry paragraph): the
+        # trampoline's stack named nf_hook_slow, the true caller, and a
+        # kprobe-mode stack an nft_do_chain that had returned.  Kept until
+        # the trampoline's stacks are checked in the lab again.
         return STACK_REASON
     return None
 
