@@ -30,6 +30,8 @@ LAYERS = (
 )
 DRIVER_ROLES = ("xmit", "poll", "rx_clean", "tx_clean")
 RESULTS = ("", "route")
+# Where a received packet's stack latency ends (tracer/model/latency.py).
+STAGES = ("", "queued")
 MAX_SKB_ARG = 5
 
 
@@ -54,6 +56,9 @@ class ProbeSpec:
     aux_arg: int = 0
     result: str = ""
     driver: str = ""
+    stage: str = ""
+    merge: bool = False
+    gso_segs: bool = False
 
     @property
     def key(self) -> str:
@@ -83,6 +88,14 @@ def _entry(raw: dict[str, Any], index: int) -> ProbeSpec:
         raise CatalogError(f"{spec.key}: result {spec.result!r} not in {RESULTS}")
     if spec.skb_deref and not spec.skb_arg:
         raise CatalogError(f"{spec.key}: skb_deref needs skb_arg")
+    if spec.stage not in STAGES:
+        raise CatalogError(f"{spec.key}: stage {spec.stage!r} not in {STAGES}")
+    if spec.stage and not spec.skb_arg:
+        raise CatalogError(f"{spec.key}: stage needs skb_arg")
+    if spec.gso_segs and (not spec.skb_arg or spec.aux_arg):
+        raise CatalogError(f"{spec.key}: gso_segs needs skb_arg and takes the place of aux_arg")
+    if spec.merge and not (spec.skb_arg and spec.aux_arg):
+        raise CatalogError(f"{spec.key}: merge needs skb_arg and aux_arg (the head)")
     return spec
 
 

@@ -38,6 +38,9 @@
 //                       "C(4) C(9)": their calls start a new context on the
 //                       thread's frame stack and never mark the task they
 //                       interrupted as having handled an skb
+//   SKBPATH_GSO         the driver's transmit functions (catalog gso_segs =
+//                       true), e.g. "G(12)": their aux is the skb's gso_segs,
+//                       the wire frames a TSO/GSO skb becomes (1 if not GSO)
 //   FRAME_THREADS       capacity of the per-thread frame stack map
 //   MAX_DEPTH           frames per thread (a power of two; default 64)
 //
@@ -134,6 +137,9 @@ struct frames {
 #ifndef SKBPATH_CONTEXT
 #define SKBPATH_CONTEXT
 #endif
+#ifndef SKBPATH_GSO
+#define SKBPATH_GSO
+#endif
 #ifndef FRAME_THREADS
 #define FRAME_THREADS 4096
 #endif
@@ -155,6 +161,27 @@ static __always_inline int is_context(u16 func)
     return 0 SKBPATH_CONTEXT;
 }
 #undef C
+
+// What a call's record carries in aux: the catalog's aux argument, or, at
+// the driver's transmit, how many wire frames the skb is (gso_segs in its
+// shared info, which sits at skb->head + skb->end; 0 when not GSO).
+#define G(id) || func == (id)
+static __always_inline u32 aux_of(u16 func, u64 skb, u32 arg)
+{
+    if ((0 SKBPATH_GSO) && skb) {
+        unsigned char *head = NULL;
+        u32 end = 0;
+        u16 segs = 0;
+        bpf_probe_read_kernel(&head, sizeof(head), &((struct sk_buff *)skb)->head);
+        bpf_probe_read_kernel(&end, sizeof(end), &((struct sk_buff *)skb)->end);
+        if (head)
+            bpf_probe_read_kernel(&segs, sizeof(segs),
+                                  &((struct skb_shared_info *)(head + end))->gso_segs);
+        return segs ? segs : 1;
+    }
+    return arg;
+}
+#undef G
 
 // The running thread, for state kept from a probe to its return.  Idle tasks
 // all have tid 0: tell them apart by CPU (tids stay below 2^22, pid_max's limit).
@@ -682,7 +709,7 @@ static __always_inline u64 deref_skb(u64 v, int deref)
     {                                                                         \
         u64 skb = deref_skb(reg_arg(ctx, arg), deref);                        \
         LEARN_SOCK(arg, PT_REGS_PARM1(ctx));                                  \
-        push(ctx, id, skb, stack, (u32)reg_arg(ctx, aux), frees);             \
+        push(ctx, id, skb, stack, aux_of(id, skb, (u32)reg_arg(ctx, aux)), frees); \
         UNTRACK(frees, skb);                                                  \
         ROUTE_KPROBE_ENTRY(id);                                               \
         return 0;                                                             \
@@ -705,7 +732,7 @@ static __always_inline u64 deref_skb(u64 v, int deref)
     {                                                                         \
         u64 skb = deref_skb(CTX_ARG(ctx, arg), deref);                        \
         LEARN_SOCK(arg, CTX_ARG(ctx, 1));                                     \
-        push(ctx, id, skb, stack, (u32)CTX_ARG(ctx, aux), frees);             \
+        push(ctx, id, skb, stack, aux_of(id, skb, (u32)CTX_ARG(ctx, aux)), frees); \
         UNTRACK(frees, skb);                                                  \
         return 0;                                                             \
     }                                                                         \

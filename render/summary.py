@@ -64,6 +64,12 @@ def summary_lines(s: Summary, svgs: Sequence[str] = ()) -> list[str]:
                        f"{fmt_ns(hot.self_ns) if s.by_time else '-':>9} "
                        f"{fmt_ns(hot.p50_ns) if hot.p50_ns is not None else '-':>9} "
                        f"{fmt_ns(hot.p99_ns) if hot.p99_ns is not None else '-':>9}")
+    if s.latency:
+        out.append("")
+        out.append(f"{'per-packet stack latency':<{PATH_WIDTH + 2}}"
+                   f"{'packets':>9} {'':>9} {'p50':>9} {'p99':>9}")
+        for label, n, p50, p99 in s.latency:
+            out.append(f"  {label:<{PATH_WIDTH}}{n:>9,d} {'':>9} {fmt_ns(p50):>9} {fmt_ns(p99):>9}")
     out.append("")
     if s.drops:
         out.append("drops by reason: " + ", ".join(f"{r} {n:,d}" for r, n in s.drops))
@@ -74,11 +80,18 @@ def summary_lines(s: Summary, svgs: Sequence[str] = ()) -> list[str]:
     out.append("")
     out.append("next:")
     nexts = [(f"skbpath replay {trace}", "the full call tree and function table")]
-    if s.slowest_journey is not None:
-        nexts.append((f"skbpath replay {trace} --skb {s.slowest_journey}",
-                      "the slowest journey, step by step"))
+    slowest = ((f"skbpath replay {trace} --skb {s.slowest_journey}",
+                "the slowest packet, step by step") if s.slowest_journey is not None else None)
+    # Three at most: the latency view first, the drops where there are some.
+    if s.latency:
+        nexts.append((f"skbpath replay {trace} --latency", "per-packet latency by layer boundary"))
+    elif slowest:
+        nexts.append(slowest)
+        slowest = None
     if s.drops:
         nexts.append((f"skbpath replay {trace} --drops", "drops by reason and by dropper"))
+    elif slowest:
+        nexts.append(slowest)
     elif s.hottest_function:
         nexts.append((f"skbpath explain {s.hottest_function}", "what the hottest function does"))
     width = max(len(cmd) for cmd, _ in nexts)

@@ -114,9 +114,17 @@ def journey_timeline(j: JourneyView, interfaces: dict[int, str] | None = None) -
     shows where a packet waited between stages.  A step that returned a route
     (fib_table_lookup) shows it; ``interfaces`` names its output device.
     """
+    lat = j.stack_latency
+    stack = f"stack latency {fmt_ns(lat[0])} (to {lat[1]})" if lat else "no stack latency"
+    if j.merged_into is not None:
+        stack += f", merged into journey {j.merged_into}"
+    if j.segments:
+        stack += f", carries {len(j.segments)} merged journeys"
+    if j.wire_frames:
+        stack += f", {j.wire_frames} wire frames"
     title = (
-        f"journey {j.id}  {j.path} → {j.end}  "
-        f"{fmt_ns(j.duration)}  skbs {', '.join(f'{s:#x}' for s in j.skbs) or '-'}"
+        f"journey {j.id}  {j.path} → {j.end}  {stack}, lifetime {fmt_ns(j.lifetime)}  "
+        f"skbs {', '.join(f'{s:#x}' for s in j.skbs) or '-'}"
     )
     # A Text title: a str one would be read as markup, and the path is the trace's.
     table = Table(title=Text(printable(title)), title_justify="left")

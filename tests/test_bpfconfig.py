@@ -51,6 +51,23 @@ def route_table_demo() -> FuncTable:
     ])
 
 
+def gso_table_demo() -> FuncTable:
+    return FuncTable([
+        FuncInfo(id=0, name="dev_hard_start_xmit", path="tx", layer="device", skb_arg=1),
+        FuncInfo(id=1, name="e1000_xmit_frame", path="tx", layer="driver", skb_arg=1,
+                 driver="xmit", gso_segs=True),
+    ])
+
+
+def test_gso_list_names_the_drivers_transmit_only() -> None:
+    """The driver's transmit records gso_segs as its aux, in kprobe and fentry modes."""
+    assert flag_dict(build_cflags(gso_table_demo(), Filters()))["SKBPATH_GSO"] == "G(1)"
+    fentry = build_cflags(gso_table_demo(), Filters(), "fentry", {0: "dev_hard_start_xmit"})
+    assert flag_dict(fentry)["SKBPATH_GSO"] == "G(1)"
+    assert "SKBPATH_GSO" not in flag_dict(build_cflags(demo_table(), Filters()))
+    assert "#define G(id) || func == (id)" in C_SOURCE
+
+
 def test_route_function_id_is_set_for_probes_not_tracepoints() -> None:
     """fib_table_lookup's return carries its route in kprobe and fentry modes."""
     assert flag_dict(build_cflags(route_table_demo(), Filters()))["ROUTE_FUNC_ID"] == "1"
@@ -218,6 +235,7 @@ def test_c_file_uses_every_macro_bpfconfig_sets() -> None:
     names |= set(flag_dict(build_cflags(demo_table(), ALL_FILTERS, "fentry", {0: "__sys_sendto"})))
     names |= set(flag_dict(build_cflags(tracepoint_table_demo(), ALL_FILTERS, "tracepoint")))
     names |= set(flag_dict(build_cflags(route_table_demo(), ALL_FILTERS, netns=4026531840)))
+    names |= set(flag_dict(build_cflags(gso_table_demo(), ALL_FILTERS)))
     cflags_py = (ROOT / "tracer" / "record" / "cflags.py").read_text()
     source_names = set(re.findall(r"-D(\w+)=", cflags_py))
     assert source_names <= names  # every -D in cflags.py is produced by ALL_FILTERS

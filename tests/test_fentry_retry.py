@@ -115,3 +115,31 @@ def test_a_failed_trampoline_is_compiled_again_as_a_kprobe(
     assert "cannot attach ip_rcv" in b.fentry.kprobe["ip_rcv"]
     assert b.cflags == compiled[1].cflags
     assert "fentry failed for 1 functions" in capsys.readouterr().err
+
+
+class FakeSymbols:
+    """bcc's BPF class as far as symbol caches go: one per pid, built on first use."""
+
+    _sym_caches: dict[int, object] = {}
+
+
+def test_symbols_are_read_again_when_a_module_loads(tmp_path: Any) -> None:
+    """A module loaded during the trace (nftables) must not resolve to its neighbour."""
+    mods = tmp_path / "modules"
+    mods.write_text("e1000 159744 0 - Live 0xffffffffc0100000\n")
+    me = object.__new__(backend.BccBackend)
+    me.bpf = FakeSymbols()
+    FakeSymbols._sym_caches = {-1: "kallsyms before", 7: "a process's"}
+    me.modules = backend.modules_loaded(str(mods))
+    real = backend.modules_loaded
+    backend.modules_loaded = lambda path="/proc/modules": real(str(mods))
+    try:
+        mods.write_text("e1000 159744 3 - Live 0xffffffffc0100000\n")  # only its users changed
+        me._fresh_symbols()
+        assert FakeSymbols._sym_caches[-1] == "kallsyms before"
+        mods.write_text("e1000 159744 0 - Live 0xffffffffc0100000\n"
+                        "nf_tables 364544 0 - Live 0xffffffffc0400000\n")
+        me._fresh_symbols()
+        assert -1 not in FakeSymbols._sym_caches and 7 in FakeSymbols._sym_caches
+    finally:
+        backend.modules_loaded = real

@@ -161,7 +161,26 @@ def test_journey_json_is_plain_data() -> None:
     j: JourneyView = run(tx_rx_stream(1)).journey_list[0]
     d = j.to_json()
     assert d["path"] == "TX" and d["steps"][0]["func"] == "__sys_sendto"
-    assert d["duration_ns"] == j.duration > 0
+    # duration_ns is the packet's lifetime; span_ns also covers the enclosing calls.
+    assert d["duration_ns"] == d["lifetime_ns"] == j.lifetime > 0
+    assert d["span_ns"] == j.duration >= j.lifetime
+
+
+def test_a_kept_free_ends_an_unmatched_journey_before_its_address_comes_back() -> None:
+    # The kernel keeps a call the filter cannot decide yet (an ACK without its
+    # socket) and always keeps a free: the next packet at that address, which
+    # matches, must not inherit the first one's steps.
+    ev = [
+        E(1, "__tcp_transmit_skb", ENTRY, skb=0x1),
+        E(2, "__tcp_transmit_skb", EXIT),
+        E(3, "consume_skb", ENTRY, skb=0x1),
+        E(4, "consume_skb", EXIT),
+        E(5, "ip_queue_xmit", ENTRY, skb=0x1, flags=FLAG_MATCHED),
+        E(6, "ip_queue_xmit", EXIT),
+    ]
+    m = run(ev, require_match=True)
+    assert [j.functions() for j in m.journey_list] == [["ip_queue_xmit"]]
+    assert m.summary()["journeys_filtered_out"] == 1
 
 
 def test_a_driver_handing_up_a_live_address_starts_a_new_journey() -> None:

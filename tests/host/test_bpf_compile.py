@@ -38,6 +38,9 @@ FUNCS = FuncTable([
     FuncInfo(id=3, name="kfree_skb_reason", path="free", layer="memory", skb_arg=1, aux_arg=2,
              stack=True, frees=True, drop=True),
     FuncInfo(id=4, name="net_rx_action", path="rx", layer="softirq", context=True),
+    # The driver's transmit reads gso_segs from the skb's shared info (aux_of).
+    FuncInfo(id=5, name="e1000_xmit_frame", path="tx", layer="driver", skb_arg=1,
+             driver="xmit", gso_segs=True),
 ])
 TRACEPOINTS = FuncTable([
     FuncInfo(id=0, name="net:net_dev_queue", path="tx", layer="device",

@@ -184,14 +184,19 @@ def check_nesting(r: Replay) -> int:
     for j in r.model.journey_list:
         # Per thread (idle tasks per CPU): a journey interleaves the steps of the
         # threads it passes through (a loopback send, and the receiver's read).
-        open_at: dict[tuple[int, int], dict[int, int | None]] = {}
+        # A softirq on the same thread restarts the depths, so the enclosing
+        # step is the latest one a level up whose time contains this one's entry.
+        seen: dict[tuple[int, int], dict[int, list[tuple[int, int]]]] = {}
         for s in j.steps:
-            frames = open_at.setdefault((s.tid, s.cpu if s.tid == 0 else -1), {})
-            parent = frames.get(s.depth - 1) if s.depth else None
-            if parent is not None and s.inclusive is not None:
-                assert s.inclusive <= parent, (j.id, s.func)
-                checked += 1
-            frames[s.depth] = s.inclusive
+            levels = seen.setdefault((s.tid, s.cpu if s.tid == 0 else -1), {})
+            if s.depth and s.inclusive is not None:
+                parent = next((incl for entry, incl in reversed(levels.get(s.depth - 1, []))
+                               if entry <= s.entry <= entry + incl), None)
+                if parent is not None:
+                    assert s.inclusive <= parent, (j.id, s.func)
+                    checked += 1
+            if s.inclusive is not None:
+                levels.setdefault(s.depth, []).append((s.entry, s.inclusive))
     return checked
 
 

@@ -40,6 +40,9 @@ def _with_sources(details: dict[str, str], sources: dict[str, str]) -> dict[str,
               help="With --json, print the raw events too.")
 @click.option("--max-depth", type=click.IntRange(min=0), help="Limit the depth of the call tree.")
 @click.option("--drops", is_flag=True, help="List dropped packets by reason and by dropper.")
+@click.option("--latency", is_flag=True,
+              help="Per-packet stack latency by direction, end and layer boundary "
+                   "(p50/p90/p99, histogram), and lifetime.")
 @click.option("--summary", is_flag=True,
               help="A screenful: kernel, journeys per path, losses, the hottest call paths, "
                    "drops, and what to run next.")
@@ -50,7 +53,7 @@ def _with_sources(details: dict[str, str], sources: dict[str, str]) -> dict[str,
               help="Follow each function in the call tree with its atlas summary.")
 @_lenient_option
 def replay(trace_file: str, skb_id: int | None, as_json: bool, with_events: bool,
-           max_depth: int | None, drops: bool, summary: bool, svgs: tuple[str, ...],
+           max_depth: int | None, drops: bool, latency: bool, summary: bool, svgs: tuple[str, ...],
            vmlinux: str | None, module_debug: tuple[str, ...], explain: bool,
            lenient: bool) -> None:
     """Replay a trace offline: call tree, function table, journeys.
@@ -62,20 +65,19 @@ def replay(trace_file: str, skb_id: int | None, as_json: bool, with_events: bool
       skbpath replay tcp.skbtrace --skb 12
       skbpath replay tcp.skbtrace --explain --max-depth 6
       skbpath replay closed-port.skbtrace --drops
+      skbpath replay tcp.skbtrace --latency
       skbpath replay tcp.skbtrace --json | jq 'select(.path=="TX") | .duration_ns'
     """
     from skbpath.tracer.model.replay import replay as run_replay
 
     # Each of these is its own view: asking for two would silently show one.
-    _exclusive(**{"--json": as_json, "--skb": skb_id, "--drops": drops})
-    _exclusive(**{"--explain": explain, "--json/--skb/--drops": as_json or drops
-                  or skb_id is not None})
-    _exclusive(**{"--max-depth": max_depth, "--json/--skb/--drops": as_json or drops
-                  or skb_id is not None})
+    _exclusive(**{"--json": as_json, "--skb": skb_id, "--drops": drops, "--latency": latency})
+    views = as_json or drops or latency or skb_id is not None
+    _exclusive(**{"--explain": explain, "--json/--skb/--drops/--latency": views})
+    _exclusive(**{"--max-depth": max_depth, "--json/--skb/--drops/--latency": views})
     if with_events and not as_json:
         raise click.UsageError("--events goes with --json")
-    _exclusive(**{"--summary": summary, "--json/--skb/--drops": as_json or drops
-                  or skb_id is not None})
+    _exclusive(**{"--summary": summary, "--json/--skb/--drops/--latency": views})
     if svgs and not summary:
         raise SkbpathError("--svg goes with --summary")
     missing = [p for p in svgs if not os.path.isfile(p)]
@@ -99,6 +101,12 @@ def replay(trace_file: str, skb_id: int | None, as_json: bool, with_events: bool
         return
     if drops:
         _print_drops(out, rep)
+        _warn_read(rep.contents)
+        return
+    if latency:
+        from skbpath.render.latency import latency_view
+
+        out.print(latency_view(rep.model.latency, len(rep.model.journey_list)))
         _warn_read(rep.contents)
         return
     if summary:

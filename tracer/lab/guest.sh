@@ -120,6 +120,24 @@ start_tracer() {
     fi
 }
 
+# nic_stats PHASE FILE: append "PHASE NETNS IFACE DRIVER RX_PACKETS TX_PACKETS" for
+# every NIC with a driver (not lo, not veth) in every namespace, from sysfs.
+nic_stats() {
+    { set +x; } 2>/dev/null
+    local phase=$1 out=$2 ns d drv
+    for ns in root $(ip netns list | cut -d' ' -f1); do
+        local in=()
+        [ "$ns" = root ] || in=(ip netns exec "$ns")
+        for d in $("${in[@]}" ls /sys/class/net); do
+            drv=$("${in[@]}" readlink "/sys/class/net/$d/device/driver" 2>/dev/null) || continue
+            echo "$phase $ns $d ${drv##*/}" \
+                "$("${in[@]}" cat "/sys/class/net/$d/statistics/rx_packets")" \
+                "$("${in[@]}" cat "/sys/class/net/$d/statistics/tx_packets")"
+        done
+    done >>"$out"
+    set -x
+}
+
 stop_tracer() {
     sleep 1
     kill -INT "$tracer"
@@ -159,9 +177,14 @@ else
         eval "set -- $args"
         if start_tracer "$outdir/$name.skbtrace" "$traffic" "$@"; then
             say "lab: traffic: $traffic"
+            # The NICs' own counters around the traffic, for the tests to
+            # check the trace against (tests/lab/test_lab_counters.py).
+            nic_stats before "$outdir/$name.nics"
             # The traffic's own output is progress too.
             "${run_traffic[@]}" "$traffic" > >(tee -a "$SKBPATH_PROGRESS") 2>&1
             say "lab: traffic exited with $?"
+            sleep 1
+            nic_stats after "$outdir/$name.nics"
             stop_tracer
         fi
         say "lab: scenario $name: end"

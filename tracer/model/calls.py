@@ -108,7 +108,8 @@ class Call:
 class Journey:
     """The calls that handled one skb (and the clones made from it)."""
 
-    __slots__ = ("id", "path", "steps", "skbs", "live", "open", "last_entry", "end", "trigger")
+    __slots__ = ("id", "path", "steps", "skbs", "live", "open", "last_entry", "end", "trigger",
+                 "merged_into", "segments", "emitted")
 
     def __init__(self, jid: int, path: str, skb: int) -> None:
         self.id = jid
@@ -121,6 +122,11 @@ class Journey:
         self.end = ""
         # The journey whose call caused this one (e.g. an ACK that made TCP send).
         self.trigger: int | None = None
+        # GRO: the head journey this packet was merged into, and, on a head,
+        # the journeys merged into it (handed on after it).
+        self.merged_into: Journey | None = None
+        self.segments: list[Journey] = []
+        self.emitted = False
 
     @property
     def matched(self) -> bool:

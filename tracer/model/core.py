@@ -16,6 +16,14 @@ from skbpath.tracer.model.calls import Call
 from skbpath.tracer.model.calltree import CallTree
 from skbpath.tracer.model.drops import DropCounter
 from skbpath.tracer.model.journeys import Journey, JourneyBuilder
+from skbpath.tracer.model.latency import (
+    SENT,
+    LatencyReport,
+    lifetime,
+    stack_end,
+    stack_latency,
+    stage_table,
+)
 from skbpath.tracer.model.nesting import Nester, NestingListener
 from skbpath.tracer.model.pairing import Pairer
 from skbpath.tracer.model.routes import RouteCounter, decode_route
@@ -41,6 +49,7 @@ class Step:
     lost: bool
     aux: int = 0
     result: tuple[int, int] | None = None  # what the return carried (tracer/model/routes.py)
+    stage: str = ""  # where a packet's stack latency can end (tracer/model/latency.py)
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,11 @@ class JourneyView:
     skbs: tuple[int, ...]
     trigger: int | None
     steps: tuple[Step, ...]
+    # GRO: the head journey this packet was merged into, the journeys merged
+    # into this one, and, for a merged one, where the head's stack latency ended.
+    merged_into: int | None = None
+    segments: tuple[int, ...] = ()
+    delivered: tuple[int, str] | None = None
 
     @property
     def start(self) -> int:
@@ -67,12 +81,28 @@ class JourneyView:
         last = max((s.exit if s.exit is not None else s.entry) for s in self.steps)
         return last - self.start
 
+    @property
+    def lifetime(self) -> int:
+        """The packet's own lifetime in ns: its skb steps only (tracer/model/latency.py)."""
+        return lifetime(self.steps)
+
+    @property
+    def stack_latency(self) -> tuple[int, str] | None:
+        """The packet's stack latency in ns and where it ended, or None (model/latency.py)."""
+        return stack_latency(self.steps, self.path, self.delivered)
+
+    @property
+    def wire_frames(self) -> int:
+        """Frames the driver's transmit put on the wire for it (TSO/GSO segments counted)."""
+        return sum(max(s.aux, 1) for s in self.steps if s.stage == SENT)
+
     def functions(self) -> list[str]:
         """Function names in step order."""
         return [s.func for s in self.steps]
 
     def to_json(self, interfaces: dict[int, str] | None = None) -> dict[str, Any]:
         """A JSON-ready dict (skb pointers as hex strings, routes as text)."""
+        lat = self.stack_latency
         return {
             "type": "journey",
             "id": self.id,
@@ -80,7 +110,15 @@ class JourneyView:
             "end": self.end,
             "skbs": [f"{s:#x}" for s in self.skbs],
             "trigger": self.trigger,
-            "duration_ns": self.duration,
+            "merged_into": self.merged_into,
+            "segments": list(self.segments),
+            # The packet's lifetime; span_ns includes the enclosing calls.
+            "duration_ns": self.lifetime,
+            "lifetime_ns": self.lifetime,
+            "span_ns": self.duration,
+            "stack_latency_ns": lat[0] if lat else None,
+            "stack_until": lat[1] if lat else None,
+            "wire_frames": self.wire_frames,
             "steps": [
                 {
                     "func": s.func,
@@ -102,8 +140,16 @@ class JourneyView:
         }
 
 
-def view_journey(j: Journey, funcs: FuncTable) -> JourneyView:
-    """Flatten a journey; depth counts the step's ancestors that are also steps."""
+def view_journey(j: Journey, funcs: FuncTable, stages: list[str] | None = None,
+                 delivered: tuple[int, str] | None = None) -> JourneyView:
+    """Flatten a journey; depth counts the step's ancestors that are also steps.
+
+    ``stages`` is :func:`~skbpath.tracer.model.latency.stage_table` of ``funcs``
+    (computed once per trace by the caller; here if not given); ``delivered``
+    the end of the stack latency of the head a merged journey joined.
+    """
+    if stages is None:
+        stages = stage_table(funcs)
     members = {id(c) for c in j.steps}
     steps = []
     for c in j.steps:
@@ -130,9 +176,12 @@ def view_journey(j: Journey, funcs: FuncTable) -> JourneyView:
                 lost=c.lost,
                 aux=c.aux,
                 result=c.result,
+                stage=stages[c.func] if 0 <= c.func < len(stages) else "",
             )
         )
-    return JourneyView(j.id, j.path.upper(), j.end, tuple(j.skbs), j.trigger, tuple(steps))
+    return JourneyView(j.id, j.path.upper(), j.end, tuple(j.skbs), j.trigger, tuple(steps),
+                       merged_into=j.merged_into.id if j.merged_into is not None else None,
+                       segments=tuple(seg.id for seg in j.segments), delivered=delivered)
 
 
 class _Listener(NestingListener):
@@ -177,6 +226,10 @@ class Model:
         self.drops = DropCounter(funcs)
         self.routes = RouteCounter(funcs)
         self.journey_list: list[JourneyView] = []
+        self.stages = stage_table(funcs)
+        self.latency = LatencyReport()  # every journey's, kept or not
+        # Heads of GRO merges: their stack end, and how many segments are still to come.
+        self._heads: dict[int, list[Any]] = {}
         self._keep = keep_journeys
         self._on_journey = on_journey
         self._on_root_cb = on_root
@@ -189,9 +242,20 @@ class Model:
         self.finished = False
 
     def _journey_done(self, j: Journey) -> None:
-        if not self._keep and self._on_journey is None:
-            return
-        view = view_journey(j, self.funcs)
+        delivered = None
+        head = j.merged_into
+        if head is not None:
+            # Heads are handed on before their segments (JourneyBuilder._emit).
+            left = self._heads.get(head.id)
+            if left is not None:
+                delivered = left[0]
+                left[1] -= 1
+                if left[1] <= 0:
+                    del self._heads[head.id]
+        view = view_journey(j, self.funcs, self.stages, delivered)
+        if j.segments:
+            self._heads[j.id] = [stack_end(view.steps, view.path), len(j.segments)]
+        self.latency.add(view.path, view.steps, delivered)
         if self._keep:
             self.journey_list.append(view)
         if self._on_journey is not None:
@@ -243,5 +307,6 @@ class Model:
             "journeys_timed_out": js.timed_out,
             "journeys_at_trace_end": js.at_trace_end,
             "journeys_reused": js.reused,
+            "journeys_merged": js.merged,
             "journeys_filtered_out": js.filtered_out,
         }

@@ -12,6 +12,10 @@ threads and CPUs land in the order they happened.  The rules:
 * Free functions never start a journey.  When one that frees the journey's
   last live skb returns, the journey is finished; it is handed on once every
   step has returned.  A journey idle for ``timeout_ns`` is finished too.
+* A merge (GRO's ``skb_gro_receive``) finishes the merged packet's journey
+  as ``merged`` into the journey of the head skb its aux names (by the low
+  32 bits of its address); the head lists it, and hands it on after itself,
+  so that the segment's delivery is known to be the head's.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ END_TRACE = "trace-end"
 # The skb's address came back from a driver with no traced free in between
 # (freed by a path the catalog does not probe): the old journey ends there.
 END_REUSED = "reused"
+END_MERGED = "merged"
+LOW32 = 0xFFFFFFFF
 
 __all__ = ["Call", "Journey", "JourneyBuilder", "JourneyStats"]
 
@@ -41,6 +47,7 @@ class JourneyStats:
     timed_out: int = 0
     at_trace_end: int = 0
     reused: int = 0
+    merged: int = 0
     filtered_out: int = 0
 
 
@@ -59,6 +66,9 @@ class JourneyBuilder:
         self.timeout_ns = timeout_ns
         self.require_match = require_match
         self.live: dict[int, Journey] = {}  # skb -> journey
+        # The low 32 bits of a live skb's address -> the address (a merge's aux
+        # names its head so); stale entries are checked against ``live``.
+        self.low: dict[int, int] = {}
         self.active: dict[int, Journey] = {}  # id -> journey, oldest first
         self.next_id = 1
         self.stats = JourneyStats()
@@ -95,6 +105,7 @@ class JourneyBuilder:
                 if skb not in j.skbs:  # a freed clone's address can come back
                     j.skbs.append(skb)
                 self.live[skb] = j
+                self.low[skb & LOW32] = skb
                 self._add_enclosing(j, call)
             else:
                 j = Journey(self.next_id, path, skb)
@@ -103,6 +114,7 @@ class JourneyBuilder:
                 if parent_j is not None:
                     j.trigger = parent_j.id
                 self.live[skb] = j
+                self.low[skb & LOW32] = skb
                 self.active[j.id] = j
                 # Enclosing calls: no-skb ancestors up to the nearest skb call.
                 chain = []
@@ -115,6 +127,22 @@ class JourneyBuilder:
         else:
             self._add_enclosing(j, call)
         j.add(call)
+        if call.aux and self.funcs.merges_at(call.func):
+            self._merge(j, skb, call.aux)
+
+    def _merge(self, j: Journey, skb: int, head_low: int) -> None:
+        # The segment's skb is GRO's from here on: its journey ends.
+        head_skb = self.low.get(head_low)
+        head = self.live.get(head_skb) if head_skb is not None else None
+        if head is None or head is j:
+            return  # the head was not traced (or filtered out): nothing to follow
+        del self.live[skb]
+        j.live.discard(skb)
+        if not j.live and not j.end:
+            j.end = END_MERGED
+            j.merged_into = head
+            head.segments.append(j)
+            self.stats.merged += 1
 
     def _add_enclosing(self, j: Journey, call: Call) -> None:
         # No-skb ancestors entered since the journey's last step.
@@ -168,12 +196,19 @@ class JourneyBuilder:
         j.end = how
 
     def _emit(self, j: Journey) -> None:
+        head = j.merged_into
+        if head is not None and not head.emitted:
+            return  # handed on after its head (see below)
         if self.active.pop(j.id, None) is None:
             return  # already emitted
-        if self.require_match and not j.matched:
+        j.emitted = True
+        if self.require_match and not j.matched and not (head and head.matched):
             self.stats.filtered_out += 1
-            return
-        self.on_journey(j)
+        else:
+            self.on_journey(j)
+        for seg in j.segments:
+            if seg.end and seg.open <= 0:
+                self._emit(seg)
 
     def expire(self, now: int) -> None:
         """Finish journeys idle for longer than the timeout (bounds memory)."""

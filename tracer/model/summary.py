@@ -8,9 +8,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from skbpath.tracer.model.drops import drop_report
+from skbpath.tracer.model.latency import UNTIL_TEXT
 from skbpath.tracer.model.replay import POINT_MODES, Replay
 
 HOT_PATHS = 5
+LATENCY_ROWS = 3  # the (direction, end) groups with most packets
 DROP_REASONS = 5
 
 
@@ -54,6 +56,8 @@ class Summary:
     drops: list[tuple[str, int]] = field(default_factory=list)
     slowest_journey: int | None = None
     hottest_function: str | None = None
+    # (direction → end, packets, p50, p99) of the stack latency (tracer/model/latency.py).
+    latency: list[tuple[str, int, int, int]] = field(default_factory=list)
 
 
 def summarize(rep: Replay) -> Summary:
@@ -91,7 +95,12 @@ def summarize(rep: Replay) -> Summary:
         s.hottest_function = s.hot[0].names[-1]
     s.drops = drops_by_reason(rep)
     if journeys:
-        s.slowest_journey = max(journeys, key=lambda j: (j.duration, -j.id)).id
+        # The packet the stack held longest; by lifetime where none has a stack latency.
+        s.slowest_journey = max(journeys, key=lambda j: (
+            (j.stack_latency or (-1, ""))[0], j.lifetime, -j.id)).id
+    for row in sorted(rep.model.latency.sorted_rows(), key=lambda r: -r.stack.count)[:LATENCY_ROWS]:
+        s.latency.append((f"{row.path} to {UNTIL_TEXT.get(row.until, row.until)}",
+                          row.stack.count, row.stack.percentile(50), row.stack.percentile(99)))
     return s
 
 

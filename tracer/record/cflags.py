@@ -130,6 +130,9 @@ def build_cflags(
             lists.append(f"-DSKBPATH_FENTRY={fentry_list(funcs, fentry)}")
         if context_list(funcs):
             lists.append(f"-DSKBPATH_CONTEXT={context_list(funcs)}")
+        gso = " ".join(f"G({f.id})" for f in funcs.funcs if f.gso_segs)
+        if gso:
+            lists.append(f"-DSKBPATH_GSO={gso}")
     else:
         raise SkbpathError(f"--attach {attach} loads no BPF program")
     if attach != "tracepoint":

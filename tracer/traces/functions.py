@@ -69,6 +69,7 @@ class FuncTable:
         self.frees = [bool(f and f.frees) for f in self.by_id]
         self.drops = [bool(f and f.drop) for f in self.by_id]
         self.fresh = [bool(f and f.fresh) for f in self.by_id]
+        self.merges = [bool(f and f.merge) for f in self.by_id]
         self.path = [f.path if f else "?" for f in self.by_id]
         self.name = [f.name if f else f"func#{i}" for i, f in enumerate(self.by_id)]
         self.layer = [f.layer if f else "?" for f in self.by_id]
@@ -115,6 +116,10 @@ class FuncTable:
     def fresh_at(self, func_id: int) -> bool:
         """Whether the function only ever sees new skbs; False for unknown ids."""
         return 0 <= func_id < len(self.fresh) and self.fresh[func_id]
+
+    def merges_at(self, func_id: int) -> bool:
+        """Whether the function merges its skb into the one its aux names (GRO)."""
+        return 0 <= func_id < len(self.merges) and self.merges[func_id]
 
     def to_json(self) -> list[dict[str, Any]]:
         """The table as JSON-ready dicts, ordered by id."""

@@ -40,6 +40,14 @@ DRAIN_INTERVAL = 0.01
 TGID_OFFSET = 36  # of the tgid in a record (struct call in tracer/traces/events.py)
 
 
+def modules_loaded(path: str = "/proc/modules") -> frozenset[tuple[str, str]]:
+    """The loaded modules and their load addresses (not their use counts, which change)."""
+    try:
+        with open(path) as fh:
+            return frozenset((f[0], f[-1]) for f in (line.split() for line in fh) if f)
+    except OSError:
+        return frozenset()
+
 def kprobe_misses(tracefs: str, pid: int) -> int:
     """Sum the kernel's miss counts for this process's kprobes and kretprobes."""
     total = 0
@@ -122,6 +130,8 @@ class BccBackend:
         self.tasks: set[int] = set()
         self.new_tasks: dict[int, str] = {}
         self.stacks_written: set[int] = set()
+        # The modules when bcc's kernel symbols were read (see _fresh_symbols).
+        self.modules: frozenset[tuple[str, str]] | None = modules_loaded()
         # What is attached, by mechanism: kprobe, fentry or raw_tracepoint.
         self.attached: dict[str, list[str]] = {"fentry": [], "kprobe": [], "raw_tracepoint": []}
         self.bpf: Any = None
@@ -362,11 +372,29 @@ class BccBackend:
                 bpf.detach_raw_tracepoint(tp=event.encode())
         # Keep the record of what was attached for the report; detaching is idempotent.
 
+    def _fresh_symbols(self) -> None:
+        """Make bcc read kallsyms again if modules have come or gone since it last did.
+
+        bcc reads the kernel's symbols once.  A module loaded during the trace
+        (nftables, by the first rule) then resolves to the symbol below its
+        address, another module's or a BPF program's (whose frames
+        clean_stack drops): its frames would be named wrongly, or vanish.
+        """
+        loaded = modules_loaded()
+        if loaded == self.modules:
+            return
+        if self.modules is not None:
+            caches = getattr(type(self.bpf), "_sym_caches", None)
+            if isinstance(caches, dict):
+                caches.pop(-1, None)  # the kernel's: built again at the next ksym()
+        self.modules = loaded
+
     def _new_stacks(self) -> dict[int, list[str]]:
         """Stacks in the BPF stack map not handed over yet, as symbolised frames."""
         bpf = self.bpf
         stacks = {}
         table = bpf["stacks"]
+        self._fresh_symbols()
         for key in list(table.keys()):
             sid = int(key.value)
             if sid in self.stacks_written:
