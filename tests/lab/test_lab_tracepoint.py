@@ -6,7 +6,7 @@ import pytest
 from skbpath.tracer.model.drops import drop_report
 from skbpath.tracer.model.replay import Replay
 
-from tests.lab.labrun import LabRun, LabSession, has_subsequence
+from tests.lab.labrun import KERNELS, LabRun, LabSession, has_subsequence
 
 pytestmark = pytest.mark.lab
 
@@ -14,15 +14,10 @@ TX_CHAIN: list[str | tuple[str, ...]] = [
     "net:net_dev_queue", "net:net_dev_start_xmit", "net:net_dev_xmit"]
 
 
-# On 6.12 only, to keep make test under its time budget: its tracepoints are
-# the further from 6.1's (kfree_skb has gained rx_sk), so the argument
-# positions read from BTF are the more worth checking there.  tests/host
-# compiles the mode against both kernels' headers.
-TP_KERNELS = ("6.12",)
-LAB_RUNS = [LabRun("closed_tp", "closed", ("--attach", "tracepoint"), kernels=TP_KERNELS)]
+LAB_RUNS = [LabRun("closed_tp", "closed", ("--attach", "tracepoint"))]
 
 
-@pytest.fixture(scope="module", params=TP_KERNELS)
+@pytest.fixture(scope="module", params=KERNELS)
 def tp_trace(request: pytest.FixtureRequest, lab: LabSession) -> Replay:
     """TCP connects and UDP datagrams to a closed port, traced on raw tracepoints."""
     return lab.replay(request.param, "closed_tp")
