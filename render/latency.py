@@ -57,7 +57,7 @@ def latency_view(report: LatencyReport, journeys: int) -> RenderableType:
                          style="bold"), row.stack)
         for name, h in sorted(row.parts.items(), key=lambda p: _order(row.path, p[0])):
             _row(table, f"  {name}", h)
-        _row(table, Text("  lifetime (to the last free)", style="dim"), row.life)
+        _row(table, Text("  lifetime (own skb: to its free or merge)", style="dim"), row.life)
     note = Text(f"{report.without:,d} of {journeys:,d} journeys have no stack latency: they "
                 "reached no socket queue, transmit or drop whose return was recorded "
                 "(in traces without skb_gro_receive, mostly segments GRO merged into another skb)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import textwrap
 from collections.abc import Sequence
 
 from skbpath.tracer.model.summary import HotPath, Summary
@@ -45,7 +46,9 @@ def summary_lines(s: Summary, svgs: Sequence[str] = ()) -> list[str]:
     head = f"skbpath: {s.trace}: kernel {s.kernel}, attach {s.attach}"
     out = [head]
     if s.recorded_with:
-        out.append(f"  {s.recorded_with}")
+        # How it was recorded can be long (the lab names kernel, build, NICs, traffic).
+        out += textwrap.wrap(s.recorded_with, 88, initial_indent="  ", subsequent_indent="    ",
+                             break_on_hyphens=False)[:3]
     filters = ", ".join(f"{k}={v}" for k, v in s.filters.items()) or "none"
     out.append(f"  {s.events:,d} events over {fmt_ns(s.duration_ns)}; filters: {filters}")
     if s.paths:

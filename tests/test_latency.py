@@ -131,7 +131,7 @@ def test_bulk_sample_rx_latency_is_far_below_the_polls() -> None:
     spans = sorted(j.duration for j in js)
     stacks = sorted(j.stack_latency[0] for j in js if j.stack_latency)
     assert stacks[len(stacks) // 2] * 4 < spans[len(spans) // 2]
-    assert rows[("TX", SENT)].stack.count > 1000
+    assert rows[("TX", SENT)].stack.count > 500
 
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=lambda p: p.stem)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from skbpath.tracer.model.replay import Replay
 
-from tests.lab.labrun import MIXED, LabSession, has_subsequence
+from tests.lab.labrun import KERNELS, MIXED, LabSession, has_subsequence
 
 pytestmark = pytest.mark.lab
 
@@ -18,10 +18,10 @@ ARP_RX: list[str | tuple[str, ...]] = ["e1000_clean", "arp_rcv", "arp_process"]
 LAB_RUNS = [MIXED]
 
 
-@pytest.fixture(scope="module")
-def arp_trace(lab: LabSession) -> Replay:
+@pytest.fixture(scope="module", params=KERNELS)
+def arp_trace(lab: LabSession, request: pytest.FixtureRequest) -> Replay:
     """The mixed trace (labrun.MIXED): it begins with both neighbour caches flushed, then ping."""
-    return lab.replay("6.1", "mixed")
+    return lab.replay(request.param, "mixed")
 
 
 def test_arp_request_goes_out_through_the_driver(arp_trace: Replay) -> None:

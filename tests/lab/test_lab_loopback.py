@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from skbpath.tracer.model.replay import Replay
 
-from tests.lab.labrun import MIXED, LabSession, has_subsequence
+from tests.lab.labrun import KERNELS, MIXED, LabSession, has_subsequence
 
 pytestmark = pytest.mark.lab
 
@@ -29,10 +29,10 @@ LOOPBACK_CHAIN: list[str | tuple[str, ...]] = [
 LAB_RUNS = [MIXED]
 
 
-@pytest.fixture(scope="module")
-def loopback_trace(lab: LabSession) -> Replay:
+@pytest.fixture(scope="module", params=KERNELS)
+def loopback_trace(lab: LabSession, request: pytest.FixtureRequest) -> Replay:
     """The mixed trace (labrun.MIXED), with its TCP request/response over 127.0.0.1."""
-    return lab.replay("6.1", "mixed")
+    return lab.replay(request.param, "mixed")
 
 
 def test_lo_driver_is_found(loopback_trace: Replay) -> None:
