@@ -70,12 +70,12 @@ unit: setup
 lab-test: setup
 	$(VENV)/bin/pytest -m lab -q
 
-# The lab tests must run, not skip: SKBPATH_REQUIRE_LAB turns a skip into a failure.
+# The lab and host tests must run, not skip: SKBPATH_REQUIRE_LAB turns a skip into a failure.
 # The pure and host tests run on every core (pytest-xdist); the lab tests in one
 # process, since the lab boots one guest at a time.  Both run, whichever fails.
 test: setup lint
 	@status=0; \
-	$(VENV)/bin/pytest -q -n auto -m 'not lab' || status=1; \
+	SKBPATH_REQUIRE_LAB=1 $(VENV)/bin/pytest -q -n auto -m 'not lab' || status=1; \
 	SKBPATH_REQUIRE_LAB=1 $(VENV)/bin/pytest -q -m lab || status=1; \
 	exit $$status
 

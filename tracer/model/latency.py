@@ -10,7 +10,8 @@ context, never part of a packet's figures:
   return), handed to the driver's transmit (at its return: sent, or
   forwarded), or dropped (at the drop's entry).  A received packet that
   reached none of them ends at the entry of its last transport step
-  (``until`` says which end was taken).
+  (``until`` says which end was taken).  A packet GRO merged into another
+  skb ends where that head skb's stack latency ends: it was delivered with it.
 * **lifetime**: from the same first step to its last skb's last step,
   usually the free (for TCP's sent skbs, the ACK that frees them).
 
@@ -33,7 +34,6 @@ SENT = "sent"
 DROPPED = "dropped"
 TRANSPORT = "transport"  # no stage reached: the last transport step's entry
 MERGED = "merged"  # the step where GRO merged the packet into a head skb (no end itself)
-STAGES = (QUEUED, SENT, DROPPED)
 
 # The layers a packet's stack latency is split at, in the order it crosses
 # them, with what each is called on that path (a received packet's first
