@@ -7,7 +7,6 @@ tracefs; skipped otherwise, failed where SKBPATH_REQUIRE_LAB is set.
 
 from __future__ import annotations
 
-import glob
 import os
 import shutil
 import signal
@@ -52,8 +51,13 @@ def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, timeout=20)
 
 
-def _instances() -> list[str]:
-    return glob.glob(os.path.join(TRACEFS, "instances", "skbpath-*"))
+# The tracer's pid per trace file: its tracefs instance is skbpath-<pid>.  Other
+# tests may be tracing at the same time (pytest-xdist), so look for our own only.
+PIDS: dict[Path, int] = {}
+
+
+def _instance_left(pid: int) -> bool:
+    return os.path.exists(os.path.join(TRACEFS, "instances", f"skbpath-{pid}"))
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +104,7 @@ def _start_trace(out: Path, duration: float | None) -> subprocess.Popen[str]:
         cmd += ["--duration", str(duration)]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
+    PIDS[out] = proc.pid
     deadline = time.monotonic() + 20
     while not ready.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -148,7 +153,7 @@ def test_render_works(traced: tuple[Path, str], tmp_path: Path) -> None:
 
 
 def test_no_instance_left(traced: tuple[Path, str]) -> None:
-    assert _instances() == []
+    assert not _instance_left(PIDS[traced[0]])
 
 
 def test_sigterm_leaves_no_instance(netns: None, tmp_path: Path) -> None:
@@ -158,7 +163,7 @@ def test_sigterm_leaves_no_instance(netns: None, tmp_path: Path) -> None:
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
-    assert _instances() == []
+    assert not _instance_left(proc.pid)
     contents = TraceReader(str(out)).read_all()
     assert contents.end is not None and contents.truncated is None
     rep = replay(str(out))

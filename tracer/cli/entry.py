@@ -36,7 +36,22 @@ def run() -> None:
     except KeyboardInterrupt:  # raised before the handler above took over
         with contextlib.suppress(OSError):
             sys.stderr.write("skbpath: interrupted\n")
-        sys.exit(130)
+        _exit_now(130)
+    except SystemExit as exc:
+        if exc.code == 130:
+            # Interrupted, and said so: leave now.  Letting the interpreter
+            # finish made it die of SIGINT (-2) about once in 40 tries, after
+            # the command had handled the interrupt and printed its line.
+            _exit_now(130)
+        raise
+
+
+def _exit_now(code: int) -> None:
+    """Flush what was written and exit at once, without the interpreter's shutdown."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
