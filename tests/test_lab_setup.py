@@ -202,3 +202,26 @@ def test_the_guest_dies_with_the_lab_even_by_sigkill(tmp_path: Path) -> None:
             break
         time.sleep(0.1)
     assert _state(guest) == "Z"
+
+
+def test_scenarios_bring_their_nic_counters_beside_the_trace(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_scenarios copies NAME.skbtrace and, where the guest wrote it, NAME.nics."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "a.skbtrace").write_text("trace a")
+    (work / "a.nics").write_text("before root eth0 e1000 1 2\nafter root eth0 e1000 5 9\n")
+    (work / "b.skbtrace").write_text("trace b")  # a scenario whose counters were not read
+
+    def boot(opts: LabOptions, scenarios: list[Scenario],
+             echo: bool) -> tuple[str, dict[str, str], str]:
+        return str(work), {s.name: str(work / f"{s.name}.skbtrace") for s in scenarios}, ""
+
+    monkeypatch.setattr(lab, "_boot", boot)
+    out = tmp_path / "out"
+    res = lab.run_scenarios(LabOptions(output=str(out), scenarios=[Scenario("a", "rr"),
+                                                                     Scenario("b", "rr")]))
+    assert sorted(res.traces) == ["a", "b"] and not res.failed
+    assert (out / "a.nics").read_text().startswith("before root eth0 e1000")
+    assert not (out / "b.nics").exists()
+    assert not work.exists()  # the work dir is removed afterwards

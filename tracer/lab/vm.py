@@ -274,6 +274,10 @@ def run_scenarios(opts: LabOptions, echo: bool = True) -> ScenarioResults:
             dest = os.path.join(opts.output, f"{sc.name}.skbtrace")
             shutil.copyfile(traces[sc.name], dest)
             out.traces[sc.name] = dest
+            # The NICs' counters around its traffic (guest.sh's nic_stats), beside it.
+            nics = os.path.join(workdir, f"{sc.name}.nics")
+            if os.path.isfile(nics):
+                shutil.copyfile(nics, os.path.join(opts.output, f"{sc.name}.nics"))
         else:
             out.failed[sc.name] = _scenario_log(workdir, sc.name) or tail
     shutil.rmtree(workdir, ignore_errors=True)
