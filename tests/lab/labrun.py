@@ -200,6 +200,13 @@ def check_nesting(r: Replay) -> int:
     return checked
 
 
+def assert_chain(r: Replay, path: str, chain: list[str | tuple[str, ...]]) -> None:
+    """Assert that some journey on ``path`` (TX, RX) passes through ``chain`` in order."""
+    journeys = [j for j in r.model.journey_list if j.path == path]
+    assert any(has_subsequence(j.functions(), chain) for j in journeys), [
+        j.functions() for j in journeys[:5]]
+
+
 def has_subsequence(funcs: list[str], chain: list[str | tuple[str, ...]]) -> bool:
     """True if ``chain`` appears in ``funcs`` in order (gaps allowed)."""
     it = iter(funcs)

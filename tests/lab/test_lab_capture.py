@@ -15,7 +15,7 @@ from skbpath.tracer.model.nesting import Nester, NestingListener
 from skbpath.tracer.model.replay import Replay
 from skbpath.tracer.traces.tracefile import TraceReader
 
-from tests.lab.labrun import KERNELS, MIXED, LabSession, check_nesting, has_subsequence
+from tests.lab.labrun import KERNELS, MIXED, LabSession, assert_chain, check_nesting
 from tests.lab.test_lab_tcp import RX_CHAIN, TX_CHAIN
 
 pytestmark = pytest.mark.lab
@@ -62,13 +62,8 @@ def test_version_2_and_no_ring_buffer_loss(bulk_trace: Replay) -> None:
 
 
 def test_tx_and_rx_chains(bulk_trace: Replay) -> None:
-    journeys = bulk_trace.model.journey_list
-    tx = [j for j in journeys if j.path == "TX"]
-    rx = [j for j in journeys if j.path == "RX"]
-    assert any(has_subsequence(j.functions(), list(TX_CHAIN)) for j in tx), [
-        j.functions() for j in tx[:5]]
-    assert any(has_subsequence(j.functions(), list(RX_CHAIN)) for j in rx), [
-        j.functions() for j in rx[:5]]
+    assert_chain(bulk_trace, "TX", list(TX_CHAIN))
+    assert_chain(bulk_trace, "RX", list(RX_CHAIN))
     assert check_nesting(bulk_trace) > 100
 
 

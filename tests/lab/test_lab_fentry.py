@@ -7,7 +7,7 @@ import statistics
 import pytest
 from skbpath.tracer.model.replay import Replay
 
-from tests.lab.labrun import KERNELS, MIXED, LabSession, check_nesting, has_subsequence
+from tests.lab.labrun import KERNELS, MIXED, LabSession, assert_chain, check_nesting
 from tests.lab.test_lab_tcp import RX_CHAIN, TX_CHAIN
 
 pytestmark = pytest.mark.lab
@@ -46,13 +46,8 @@ def test_header_says_fentry_and_which_functions_used_it(fentry_trace: Replay,
 
 
 def test_tx_and_rx_chains_cross_fentry_and_kprobe_functions(fentry_trace: Replay) -> None:
-    journeys = fentry_trace.model.journey_list
-    tx = [j for j in journeys if j.path == "TX"]
-    rx = [j for j in journeys if j.path == "RX"]
-    assert any(has_subsequence(j.functions(), list(TX_CHAIN)) for j in tx), [
-        j.functions() for j in tx[:5]]
-    assert any(has_subsequence(j.functions(), list(RX_CHAIN)) for j in rx), [
-        j.functions() for j in rx[:5]]
+    assert_chain(fentry_trace, "TX", list(TX_CHAIN))
+    assert_chain(fentry_trace, "RX", list(RX_CHAIN))
 
 
 def test_latencies_are_sane(fentry_trace: Replay) -> None:
