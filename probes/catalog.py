@@ -29,7 +29,9 @@ LAYERS = (
     "memory",
 )
 DRIVER_ROLES = ("xmit", "poll", "rx_clean", "tx_clean")
-RESULTS = ("", "route")
+# What a return carries: the FIB lookup's route, or a return value named by a
+# kernel enum (napi_gro_receive's gro_result_t).
+RESULTS = ("", "route", "gro")
 # Where a received packet's stack latency ends (tracer/model/latency.py).
 STAGES = ("", "queued")
 MAX_SKB_ARG = 5

@@ -38,6 +38,10 @@
 //                       "C(4) C(9)": their calls start a new context on the
 //                       thread's frame stack and never mark the task they
 //                       interrupted as having handled an skb
+//   SKBPATH_RETVAL      functions whose return value goes out in the record's
+//                       result field (FLAG_RETVAL; catalog result = "gro"),
+//                       e.g. "R(7,2)": R(function id, its argument count:
+//                       fexit finds the return value after the arguments)
 //   SKBPATH_GSO         the driver's transmit functions (catalog gso_segs =
 //                       true), e.g. "G(12)": their aux is the skb's gso_segs,
 //                       the wire frames a TSO/GSO skb becomes (1 if not GSO)
@@ -69,6 +73,7 @@
 #define FLAG_RESULT 2     // the record's result and aux fields carry the call's result
 #define FLAG_NO_RETURN 4  // the return never came: closed when an outer frame returned
 #define FLAG_POINT 8      // a tracepoint hit: no duration
+#define FLAG_RETVAL 16    // the record's result field is the call's return value
 
 // Counter slots, read by tracer/record/bpf/backend.py.  Keep in step with COUNTERS there.
 #define CNT_RINGBUF_LOST 0
@@ -140,6 +145,9 @@ struct frames {
 #ifndef SKBPATH_GSO
 #define SKBPATH_GSO
 #endif
+#ifndef SKBPATH_RETVAL
+#define SKBPATH_RETVAL
+#endif
 #ifndef FRAME_THREADS
 #define FRAME_THREADS 4096
 #endif
@@ -182,6 +190,17 @@ static __always_inline u32 aux_of(u16 func, u64 skb, u32 arg)
     return arg;
 }
 #undef G
+
+// The argument count of a function whose return value is recorded, else -1.
+#define R(id, n) case (id): return (n);
+static __always_inline int retval_args(u16 func)
+{
+    switch (func) {
+    SKBPATH_RETVAL
+    default: return -1;
+    }
+}
+#undef R
 
 // The running thread, for state kept from a probe to its return.  Idle tasks
 // all have tid 0: tell them apart by CPU (tids stay below 2^22, pid_max's limit).
@@ -717,6 +736,8 @@ static __always_inline u64 deref_skb(u64 v, int deref)
     int skbpath_exit_##id(struct pt_regs *ctx)                                \
     {                                                                         \
         ROUTE_KPROBE_EXIT(id);                                                \
+        if (retval_args(id) >= 0)                                             \
+            return pop_result(id, PT_REGS_RC(ctx), 0, FLAG_RETVAL);           \
         return pop(id);                                                       \
     }
 
@@ -739,6 +760,9 @@ static __always_inline u64 deref_skb(u64 v, int deref)
     int kretfunc__##sym(unsigned long long *ctx)                              \
     {                                                                         \
         ROUTE_FEXIT(id);                                                      \
+        if (retval_args(id) >= 0)  /* the return value follows the arguments */ \
+            return pop_result(id, ctx[retval_args(id) >= 0 ? retval_args(id) : 0], 0, \
+                              FLAG_RETVAL);                                   \
         return pop(id);                                                       \
     }
 

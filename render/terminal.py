@@ -145,6 +145,8 @@ def journey_timeline(j: JourneyView, interfaces: dict[int, str] | None = None) -
         if s.result is not None:
             name.append(f"  → {printable(decode_route(*s.result).text(interfaces))}",
                         style="bold")
+        if s.returned:
+            name.append(f"  → {printable(s.returned)}", style="bold")
         table.add_row(
             f"+{fmt_ns(s.entry - start)}",
             name,
@@ -165,6 +167,18 @@ def route_table(routes: Counter[Route], interfaces: dict[int, str] | None = None
     table.add_column("lookups", justify="right")
     for route, n in sorted(routes.items(), key=lambda kv: (-kv[1], kv[0])):
         table.add_row(Text(printable(route.text(interfaces))), f"{n:,d}")
+    return table
+
+
+def return_table(rows: list[tuple[str, str, int]]) -> Table:
+    """Recorded return values (:meth:`Model.return_counts`): function, value, calls."""
+    table = Table(title="returned (napi_gro_receive: GRO_MERGED_FREE is a segment merged "
+                  "into its flow's head)", title_justify="left")
+    table.add_column("function")
+    table.add_column("returned")
+    table.add_column("calls", justify="right")
+    for func, value, n in rows:
+        table.add_row(Text(printable(func)), Text(printable(value)), f"{n:,d}")
     return table
 
 

@@ -59,6 +59,25 @@ def gso_table_demo() -> FuncTable:
     ])
 
 
+def retval_table_demo() -> FuncTable:
+    return FuncTable([
+        FuncInfo(id=0, name="netif_receive_skb", path="rx", layer="device", skb_arg=1),
+        FuncInfo(id=3, name="napi_gro_receive", path="rx", layer="device", skb_arg=2,
+                 result="gro"),
+        FuncInfo(id=4, name="fib_table_lookup", path="rx", layer="network", result="route"),
+    ])
+
+
+def test_retval_list_gives_fexit_the_argument_count() -> None:
+    """gro_result_t follows napi_gro_receive's two arguments in fexit's context."""
+    kprobe = flag_dict(build_cflags(retval_table_demo(), Filters()))
+    assert kprobe["SKBPATH_RETVAL"] == "R(3,0)"  # a kretprobe reads the return register
+    fentry = flag_dict(build_cflags(retval_table_demo(), Filters(), "fentry",
+                                    {3: "napi_gro_receive"}, nargs={3: 2}))
+    assert fentry["SKBPATH_RETVAL"] == "R(3,2)"
+    assert "SKBPATH_RETVAL" not in flag_dict(build_cflags(gso_table_demo(), Filters()))
+
+
 def test_gso_list_names_the_drivers_transmit_only() -> None:
     """The driver's transmit records gso_segs as its aux, in kprobe and fentry modes."""
     assert flag_dict(build_cflags(gso_table_demo(), Filters()))["SKBPATH_GSO"] == "G(1)"
@@ -236,6 +255,7 @@ def test_c_file_uses_every_macro_bpfconfig_sets() -> None:
     names |= set(flag_dict(build_cflags(tracepoint_table_demo(), ALL_FILTERS, "tracepoint")))
     names |= set(flag_dict(build_cflags(route_table_demo(), ALL_FILTERS, netns=4026531840)))
     names |= set(flag_dict(build_cflags(gso_table_demo(), ALL_FILTERS)))
+    names |= set(flag_dict(build_cflags(retval_table_demo(), ALL_FILTERS)))
     cflags_py = (ROOT / "tracer" / "record" / "cflags.py").read_text()
     source_names = set(re.findall(r"-D(\w+)=", cflags_py))
     assert source_names <= names  # every -D in cflags.py is produced by ALL_FILTERS

@@ -70,9 +70,12 @@ def presets(*names: str) -> str:
 # and kernel rather than once per test module.  The firewall's table is removed
 # after its drops, and the bulk transfer comes last: its many distinct kernel
 # stacks fill the stack map's buckets, and a later drop's stack could be lost.
+# ``lab_mark small`` (tracer/lab/guest.sh) reads the NICs' counters between
+# the small-packet traffic and the bulk transfer, for test_lab_counters.
 MIXED = LabRun("mixed", presets("arp", "closed", "firewall") +
                "; ip netns exec skbpeer nft delete table inet skbpath; " +
-               presets("rr", "udp", "loopback", "bulk"), ("--attach", "fentry"))
+               presets("rr", "udp", "loopback") + "; lab_mark small; " + presets("bulk"),
+               ("--attach", "fentry"))
 # Through the router: TCP both ways, requests and responses, then a short bulk
 # transfer, on kprobes.  Its kretprobe reads the route through the arguments
 # its kprobe saved (fentry mode's fexit reads them directly: see test_lab_virtio).

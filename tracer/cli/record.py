@@ -165,6 +165,7 @@ def _trace_bpf(kernel: Any, btf: Any, attach: str, list_probes: bool, ebpf: bool
         drop_reasons,
         fentry_split,
         ifindex,
+        return_names,
         tracepoint_resolution,
     )
     from skbpath.tracer.record.session import TraceOptions
@@ -185,7 +186,8 @@ def _trace_bpf(kernel: Any, btf: Any, attach: str, list_probes: bool, ebpf: bool
             _list_probes(resolution, attach, plan)
         if ebpf:
             cflags = build_cflags(resolution.funcs, filters, attach,
-                                  plan.fentry if plan else None, own_netns())
+                                  plan.fentry if plan else None, own_netns(),
+                                  nargs=plan.nargs if plan else None)
             click.echo("// cflags:\n//   " + "\n//   ".join(cflags))
             with open(bpf_source()) as fh:
                 click.echo(fh.read())
@@ -201,7 +203,7 @@ def _trace_bpf(kernel: Any, btf: Any, attach: str, list_probes: bool, ebpf: bool
                   f"{len(plan.kprobe)} symbols (see --list-probes)")
     opts = TraceOptions(output=output, duration=duration, filters=filters, ready_file=ready_file,
                         recorded_with=recorded_with, drop_reasons=drop_reasons(btf),
-                        buffer_mb=buffer_mb)
+                        return_names=return_names(btf, resolution.funcs), buffer_mb=buffer_mb)
     backend = BccBackend(kernel, resolution, opts, attach, plan)
     err.print(f"skbpath: compiling and attaching, ring buffer "
               f"{backend.ringbuf_pages * 4096 >> 20} MiB (Ctrl-C stops)...")

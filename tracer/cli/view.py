@@ -86,7 +86,13 @@ def replay(trace_file: str, skb_id: int | None, as_json: bool, with_events: bool
     if as_json:
         _replay_json(trace_file, with_events, lenient)
         return
-    from skbpath.render.terminal import calltree_view, function_table, journey_timeline, route_table
+    from skbpath.render.terminal import (
+        calltree_view,
+        function_table,
+        journey_timeline,
+        return_table,
+        route_table,
+    )
 
     rep = run_replay(trace_file, keep_journeys=True, lenient=lenient)
     sources = _trace_sources(trace_file, rep.contents, vmlinux, module_debug)
@@ -127,6 +133,8 @@ def replay(trace_file: str, skb_id: int | None, as_json: bool, with_events: bool
     out.print(function_table(rep.model.calltree, sources=sources or None))
     if rep.model.routes.counts:
         out.print(route_table(rep.model.routes.counts, _interfaces(rep.contents.header)))
+    if rep.model.returns:
+        out.print(return_table(rep.model.return_counts()))
     _warn_read(rep.contents)
 
 

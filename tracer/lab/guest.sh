@@ -138,6 +138,17 @@ nic_stats() {
     set -x
 }
 
+# lab_mark LABEL, from a scenario's traffic: the NICs' counters now, as phase
+# mark:LABEL:NS with NS the CLOCK_MONOTONIC time (the trace's clock), so that
+# a test can check the traffic before the mark and after it apart.  The second
+# before it lets the packets of what came before settle.
+lab_mark() {
+    sleep 1
+    (nic_stats "mark:$1:$("$SKBPATH_PY" -c 'import time; print(time.monotonic_ns())')" \
+        "$SKBPATH_NICS") 2>/dev/null
+}
+export -f nic_stats lab_mark
+
 stop_tracer() {
     sleep 1
     kill -INT "$tracer"
@@ -179,7 +190,8 @@ else
             say "lab: traffic: $traffic"
             # The NICs' own counters around the traffic, for the tests to
             # check the trace against (tests/lab/test_lab_counters.py).
-            nic_stats before "$outdir/$name.nics"
+            export SKBPATH_NICS="$outdir/$name.nics"
+            nic_stats before "$SKBPATH_NICS"
             # The traffic's own output is progress too.
             "${run_traffic[@]}" "$traffic" > >(tee -a "$SKBPATH_PROGRESS") 2>&1
             say "lab: traffic exited with $?"

@@ -30,6 +30,7 @@ class Call:
         "lost",
         "aux",
         "result",
+        "retval",
         "end",
         "depth",
         "base",
@@ -72,6 +73,8 @@ class Call:
         self.aux = 0
         # What the return carried (FLAG_RESULT): (word, aux), e.g. a route.
         self.result: tuple[int, int] | None = None
+        # What the call returned (FLAG_RETVAL), e.g. napi_gro_receive's gro_result_t.
+        self.retval: int | None = None
         # The known return time (None: the return never came), the depth on
         # the thread's frame stack, and the depth where its context began.
         self.end: int | None = None

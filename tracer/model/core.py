@@ -8,6 +8,7 @@ users see live.  Either way, calls are nested by tracer/model/nesting.py.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +27,7 @@ from skbpath.tracer.model.latency import (
 )
 from skbpath.tracer.model.nesting import Nester, NestingListener
 from skbpath.tracer.model.pairing import Pairer
-from skbpath.tracer.model.routes import RouteCounter, decode_route
+from skbpath.tracer.model.routes import RouteCounter, decode_route, return_name
 from skbpath.tracer.traces.functions import FuncTable
 
 
@@ -50,6 +51,7 @@ class Step:
     aux: int = 0
     result: tuple[int, int] | None = None  # what the return carried (tracer/model/routes.py)
     stage: str = ""  # where a packet's stack latency can end (tracer/model/latency.py)
+    returned: str = ""  # the named return value (napi_gro_receive: GRO_MERGED_FREE, ...)
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,7 @@ class JourneyView:
                     "stack_id": s.stack_id if s.stack_id >= 0 else None,
                     "aux": s.aux,
                     "route": decode_route(*s.result).text(interfaces) if s.result else None,
+                    "returned": s.returned or None,
                 }
                 for s in self.steps
             ],
@@ -141,7 +144,8 @@ class JourneyView:
 
 
 def view_journey(j: Journey, funcs: FuncTable, stages: list[str] | None = None,
-                 delivered: tuple[int, str] | None = None) -> JourneyView:
+                 delivered: tuple[int, str] | None = None,
+                 names: dict[int, dict[int, str]] | None = None) -> JourneyView:
     """Flatten a journey; depth counts the step's ancestors that are also steps.
 
     ``stages`` is :func:`~skbpath.tracer.model.latency.stage_table` of ``funcs``
@@ -177,6 +181,7 @@ def view_journey(j: Journey, funcs: FuncTable, stages: list[str] | None = None,
                 aux=c.aux,
                 result=c.result,
                 stage=stages[c.func] if 0 <= c.func < len(stages) else "",
+                returned=return_name(c.func, c.retval, names) if c.retval is not None else "",
             )
         )
     return JourneyView(j.id, j.path.upper(), j.end, tuple(j.skbs), j.trigger, tuple(steps),
@@ -198,6 +203,8 @@ class _Listener(NestingListener):
     def on_exit(self, call: Call) -> None:
         """A call returned (or was closed without a return)."""
         self.journeys.on_exit(call)
+        if call.retval is not None:
+            self.model.returns[(call.func, call.retval)] += 1
 
     def on_root(self, call: Call) -> None:
         """A root's subtree is complete: aggregate it."""
@@ -220,8 +227,13 @@ class Model:
         on_journey: Callable[[JourneyView], None] | None = None,
         on_root: Callable[[Call], None] | None = None,
         timeout_ns: int = 5_000_000_000,
+        return_names: dict[int, dict[int, str]] | None = None,
     ) -> None:
         self.funcs = funcs
+        # Recorded return values (catalog result "gro"): how often each came
+        # back, per (function id, value), and the kernel's names for them.
+        self.returns: Counter[tuple[int, int]] = Counter()
+        self.return_names = return_names or {}
         self.calltree = CallTree(funcs, require_match=require_match)
         self.drops = DropCounter(funcs)
         self.routes = RouteCounter(funcs)
@@ -252,7 +264,7 @@ class Model:
                 left[1] -= 1
                 if left[1] <= 0:
                     del self._heads[head.id]
-        view = view_journey(j, self.funcs, self.stages, delivered)
+        view = view_journey(j, self.funcs, self.stages, delivered, self.return_names)
         if j.segments:
             self._heads[j.id] = [stack_end(view.steps, view.path), len(j.segments)]
         self.latency.add(view.path, view.steps, delivered)
@@ -284,6 +296,12 @@ class Model:
         self.journeys.finish()
         self.finished = True
         self.journey_list.sort(key=lambda j: j.id)
+
+    def return_counts(self) -> list[tuple[str, str, int]]:
+        """(function, named value, calls) for every recorded return value, most frequent first."""
+        rows = [(self.funcs.name_of(f), return_name(f, v, self.return_names), n)
+                for (f, v), n in self.returns.items()]
+        return sorted(rows, key=lambda r: (r[0], -r[2], r[1]))
 
     def summary(self) -> dict[str, int]:
         """Counts of what nesting and journey building saw and could not match.

@@ -33,7 +33,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from skbpath.tracer.model.calls import Call
-from skbpath.tracer.traces.events import FLAG_MATCHED, FLAG_NO_RETURN, FLAG_POINT, FLAG_RESULT
+from skbpath.tracer.traces.events import (
+    FLAG_MATCHED,
+    FLAG_NO_RETURN,
+    FLAG_POINT,
+    FLAG_RESULT,
+    FLAG_RETVAL,
+)
 from skbpath.tracer.traces.functions import FuncTable
 
 _ENTRY = 0
@@ -117,6 +123,8 @@ class Nester:
                 c.result = (result, aux)
             elif aux:
                 c.aux = aux
+            if flags & FLAG_RETVAL:
+                c.retval = result & 0xFFFFFFFF  # an enum or int return: the register's low half
             if flags & FLAG_POINT:
                 c.point = True
                 c.end = entry

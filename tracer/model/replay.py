@@ -44,13 +44,18 @@ def model_for(
 ) -> Model:
     """A fresh :class:`Model` set up as the trace's header says it was recorded."""
     header = reader.contents.header
+    funcs = function_table(reader.contents, reader.path)
+    ids = {f.name: f.id for f in funcs.funcs}
+    return_names = {ids[name]: {int(k): v for k, v in values.items()}
+                    for name, values in (header.get("return_names") or {}).items() if name in ids}
     return Model(
-        function_table(reader.contents, reader.path),
+        funcs,
         require_match=bool(header.get("filters")),
         keep_journeys=keep_journeys,
         on_journey=on_journey,
         on_root=on_root,
         timeout_ns=header.get("journey_timeout_ns", 5_000_000_000),  # checked by schema
+        return_names=return_names,
     )
 
 

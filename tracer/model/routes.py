@@ -89,3 +89,13 @@ class RouteCounter:
         for c in root.walk():
             if c.result is not None and c.func in self.route_funcs:
                 self.counts[decode_route(*c.result)] += 1
+
+
+def return_name(func: int, value: int, names: dict[int, dict[int, str]] | None) -> str:
+    """A recorded return value by the kernel's name for it (``GRO_MERGED_FREE``), else its number.
+
+    ``names`` maps function ids to their return enum's values (the trace
+    header's ``return_names``, read from BTF when it was recorded).
+    """
+    name = (names or {}).get(func, {}).get(value)
+    return name if name is not None else str(value if value < 1 << 31 else value - (1 << 32))

@@ -169,6 +169,9 @@ class FentryPlan:
     fentry: dict[int, str] = field(default_factory=dict)
     # Symbol -> why it uses a kprobe.
     kprobe: dict[str, str] = field(default_factory=dict)
+    # Function id -> its argument count (from BTF): fexit reads a recorded
+    # return value right after the arguments.
+    nargs: dict[int, int] = field(default_factory=dict)
 
 
 def fentry_reason(
@@ -217,6 +220,8 @@ def fentry_plan(funcs: FuncTable, vmlinux: Btf | None,
         reason = fentry_reason(f, vmlinux, modules)
         if reason is None:
             plan.fentry[f.id] = f.name
+            params = vmlinux.func_params(f.name) if vmlinux is not None else None
+            plan.nargs[f.id] = len(params or ())
         for sym in f.symbols:
             if reason is not None:
                 plan.kprobe[sym] = reason

@@ -90,6 +90,15 @@ def fentry_list(funcs: FuncTable, fentry: Mapping[int, str]) -> str:
     return " ".join(out)
 
 
+def retval_list(funcs: FuncTable, nargs: Mapping[int, int] | None = None) -> str:
+    """``R(id, argument count)`` per function whose return value is recorded (catalog result gro).
+
+    The count matters only to an fexit program (0 where the function is on a kprobe).
+    """
+    return " ".join(f"R({f.id},{(nargs or {}).get(f.id, 0)})"
+                    for f in funcs.funcs if f.result and f.result != "route")
+
+
 def tracepoint_list(funcs: FuncTable) -> str:
     """The raw tracepoint X-macro list: ``T(id, event, skb argument, aux, stack, frees)``.
 
@@ -107,7 +116,7 @@ def tracepoint_list(funcs: FuncTable) -> str:
 def build_cflags(
     funcs: FuncTable, filters: Filters, attach: str = "kprobe",
     fentry: Mapping[int, str] | None = None, netns: int | None = None,
-    ringbuf_pages: int = RINGBUF_PAGES,
+    ringbuf_pages: int = RINGBUF_PAGES, nargs: Mapping[int, int] | None = None,
 ) -> list[str]:
     """The cflags that configure probes/skbpath.bpf.c for these functions and filters.
 
@@ -118,7 +127,9 @@ def build_cflags(
     fails to attach makes the recorder compile again with a kprobe for it.  ``netns``
     is the tracer's network namespace inode (:func:`own_netns`), which routes
     are compared with.  ``ringbuf_pages`` sizes the ring buffer (a power of
-    two: :func:`ringbuf_pages`).
+    two: :func:`ringbuf_pages`).  ``nargs`` gives the argument counts of
+    the fentry functions (:class:`~.attach.FentryPlan`), for the fexit of a
+    function whose return value is recorded.
     """
     if not funcs.funcs:
         raise SkbpathError("no function of the catalog could be resolved on this kernel")
@@ -133,6 +144,8 @@ def build_cflags(
         gso = " ".join(f"G({f.id})" for f in funcs.funcs if f.gso_segs)
         if gso:
             lists.append(f"-DSKBPATH_GSO={gso}")
+        if retval_list(funcs, nargs):
+            lists.append(f"-DSKBPATH_RETVAL={retval_list(funcs, nargs)}")
     else:
         raise SkbpathError(f"--attach {attach} loads no BPF program")
     if attach != "tracepoint":

@@ -16,6 +16,7 @@ from skbpath.tracer.kernel.btf import Btf, BtfError
 from skbpath.tracer.kernel.info import KernelInfo
 from skbpath.tracer.record.attach import FentryPlan, fentry_plan
 from skbpath.tracer.record.resolve import Resolution
+from skbpath.tracer.traces.functions import FuncTable
 
 BTF_DIR = "/sys/kernel/btf"
 
@@ -85,6 +86,28 @@ def drop_reasons(btf: KernelBtf) -> dict[int, str]:
     from skbpath.tracer.model.drops import drop_reason_names
 
     return drop_reason_names(btf.vmlinux) if btf.vmlinux is not None else {}
+
+
+def return_names(btf: KernelBtf, funcs: FuncTable) -> dict[str, dict[int, str]]:
+    """Names of the recorded return values, per function: its BTF return type's enumerators.
+
+    For the catalog's ``result = "gro"`` functions (napi_gro_receive returns
+    ``enum gro_result``); a function whose return is not an enum gets none.
+    """
+    out: dict[str, dict[int, str]] = {}
+    if btf.vmlinux is None:
+        return out
+    for f in funcs.funcs:
+        if not f.result or f.result == "route":
+            continue
+        try:
+            ret = btf.vmlinux.func_return(f.name) or ""
+            values = btf.vmlinux.enum_values(ret[5:]) if ret.startswith("enum ") else None
+        except BtfError:
+            values = None  # unreadable BTF: the values stay numbers
+        if values:
+            out[f.name] = values
+    return out
 
 
 def ifindex(iface: str) -> int:

@@ -54,6 +54,8 @@ class TraceOptions:
     ready_file: str | None = None
     recorded_with: str | None = None
     drop_reasons: dict[int, str] = field(default_factory=dict)
+    # Function name -> its recorded return value's names (from BTF).
+    return_names: dict[str, dict[int, str]] = field(default_factory=dict)
     journey_timeout_ns: int = 5_000_000_000
     batch_seconds: float = 0.2
     # Total kernel buffer in MiB; None: sized for the machine by the back end.
@@ -161,6 +163,9 @@ def trace_header(
         "recorded_with": opts.recorded_with,
         # Names of kfree_skb_reason's codes, from this kernel's BTF.
         "drop_reasons": {str(k): v for k, v in sorted(opts.drop_reasons.items())},
+        # Names of the recorded return values (napi_gro_receive's gro_result_t).
+        "return_names": {f: {str(k): v for k, v in sorted(names.items())}
+                         for f, names in sorted(opts.return_names.items())},
         # Output devices of recorded routes are ifindexes; these name them.
         "interfaces": {str(k): v for k, v in sorted(interface_names().items())},
     }

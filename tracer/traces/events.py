@@ -21,6 +21,7 @@ FLAG_MATCHED = 1
 FLAG_RESULT = 2
 FLAG_NO_RETURN = 4  # v2: the entry's return never came (closed by an outer return or the end)
 FLAG_POINT = 8  # v2: a tracepoint hit, no duration
+FLAG_RETVAL = 16  # v2: result is the call's return value (catalog result "gro")
 
 # -- version 1: one event per entry and one per return -----------------------
 # ts, skb, tid, tgid, func, kind, flags, cpu, pad, stack_id, aux

@@ -289,6 +289,8 @@ def _header(version: int) -> Obj:
         "cflags": List(Str(4 << 20), 4096),
         "recorded_with": OneOf(_TEXT, Null()),  # null when not given (trace_header)
         "drop_reasons": _REASON_NAMES,
+        # Recorded return values' names (napi_gro_receive's gro_result_t), by function.
+        "return_names": Map(_REASON_NAMES, max_items=MAX_FUNC_ID + 1),
         "interfaces": Map(Str(64), int_keys=(0, 0xFFFFFFFF), max_items=1 << 16),
         "attach_by": Map(List(Str(MAX_NAME), MAX_FUNC_ID + 1), max_items=16),
         "fentry_fallback": Map(_TEXT, max_items=MAX_FUNC_ID + 1),

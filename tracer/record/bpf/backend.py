@@ -123,7 +123,8 @@ class BccBackend:
         self.fentry = fentry or FentryPlan()
         self.ringbuf_pages = ringbuf_pages(buffer_bytes(opts.buffer_mb))
         self.cflags = build_cflags(resolution.funcs, opts.filters, attach, self.fentry.fentry,
-                                   own_netns(), ringbuf_pages=self.ringbuf_pages)
+                                   own_netns(), ringbuf_pages=self.ringbuf_pages,
+                                   nargs=self.fentry.nargs)
         self.attach_failures: list[tuple[str, str]] = []
         # Ids whose trampoline failed and that have no kprobe program in this compile.
         self.fentry_failed: set[int] = set()
@@ -165,7 +166,8 @@ class BccBackend:
                 self.fentry.fentry.pop(fid, None)
             self.cflags = build_cflags(self.resolution.funcs, self.opts.filters, self.attach_mode,
                                        self.fentry.fentry, own_netns(),
-                                       ringbuf_pages=self.ringbuf_pages)
+                                       ringbuf_pages=self.ringbuf_pages,
+                                       nargs=self.fentry.nargs)
             self.attached = {k: [] for k in self.attached}
             self.attach_failures = []
             self.fentry_failed = set()
