@@ -25,7 +25,7 @@ from skbpath.tracer.lab.vm import (
     qemu_nics,
 )
 
-from tests.lab.labrun import SKBPATH
+from tests.lab.labrun import SKBPATH, Boot, boot_report
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_NET = ipaddress.IPv4Network("198.18.0.0/24")
@@ -225,3 +225,33 @@ def test_scenarios_bring_their_nic_counters_beside_the_trace(
     assert (out / "a.nics").read_text().startswith("before root eth0 e1000")
     assert not (out / "b.nics").exists()
     assert not work.exists()  # the work dir is removed afterwards
+
+
+def test_a_boot_report_keeps_the_lines_that_say_what_happened() -> None:
+    # What a CI log shows of each boot, the moment it ends (tests/lab/conftest.py).
+    stderr = "\n".join([
+        "skbpath lab exited with 1:",
+        "lab: guest up: enp0s10 and enp0s11 (e1000), topology pair, peer 198.18.0.2",
+        "lab: scenario mixed: start",
+        "skbpath: compiling and attaching, ring buffer 16 MiB (Ctrl-C stops)...",
+        "skbpath: compiled in 133.5 s, attached 103 probes in 16.8 s",
+        "    12.8 s       1,382 events         2 lost",
+        "skbpath: 147,466 events in 34.9 s, 16,170 journeys -> /x/mixed.skbtrace",
+        "skbpath: LOST bpf_missed=5, stack_lost=1,485",
+        "lab: tracer exited with 0",
+        "lab: scenario pcap: start",
+        "lab: the tracer did not start",
+    ])
+    lines = boot_report(("6.1", "e1000", "pair"),
+                        Boot({"mixed": "/x/mixed.skbtrace"}, stderr, 839.4, ["mixed", "pcap"]))
+    assert lines == [
+        "lab boot 6.1 e1000 pair: 839 s, 1 of 2 traces (mixed, pcap)",
+        "  skbpath lab exited with 1:",
+        "  lab: scenario mixed: start",
+        "  skbpath: compiled in 133.5 s, attached 103 probes in 16.8 s",
+        "  skbpath: 147,466 events in 34.9 s, 16,170 journeys -> /x/mixed.skbtrace",
+        "  skbpath: LOST bpf_missed=5, stack_lost=1,485",
+        "  lab: tracer exited with 0",
+        "  lab: scenario pcap: start",
+        "  lab: the tracer did not start",
+    ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from tests.lab.labrun import LabRun, LabSession, collect_runs
@@ -21,9 +23,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> LabSession:
+def lab(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> LabSession:
     """The session's lab: ``lab.replay(kernel, run_name)``."""
-    session = LabSession(tmp_path_factory, _RUNS)
+    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+    capture = pytestconfig.pluginmanager.get_plugin("capturemanager")
+
+    def report(line: str) -> None:
+        # Past pytest's capture, which would hold the line until a failure.
+        if reporter is None:
+            return
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            reporter.write_line(line)
+            reporter.flush()
+
+    session = LabSession(tmp_path_factory, _RUNS, report)
     _SESSIONS.append(session)
     return session
 

@@ -10,7 +10,7 @@ import pytest
 from skbpath.tracer.model.replay import Replay
 from skbpath.tracer.model.routes import decode_route
 
-from tests.lab.labrun import FORWARD, KERNELS, LabSession, has_subsequence
+from tests.lab.labrun import FORWARD, LabSession, has_subsequence
 
 pytestmark = pytest.mark.lab
 
@@ -42,7 +42,7 @@ DELIVERY_CHAIN: list[str | tuple[str, ...]] = [
 LAB_RUNS = [FORWARD]
 
 
-@pytest.fixture(scope="module", params=KERNELS)
+@pytest.fixture(scope="module", params=FORWARD.kernels)
 def forward_trace(request: pytest.FixtureRequest, lab: LabSession) -> Replay:
     """TCP request/response and bulk from the client netns, forwarded by the guest."""
     return lab.replay(request.param, "forward")

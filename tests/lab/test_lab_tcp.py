@@ -12,7 +12,6 @@ from skbpath.tracer.model.replay import Replay
 
 from tests.lab.labrun import (
     FORWARD,
-    KERNELS,
     SKBPATH,
     LabSession,
     check_nesting,
@@ -44,9 +43,9 @@ RX_CHAIN: list[str | tuple[str, ...]] = [
 LAB_RUNS = [FORWARD]
 
 
-@pytest.fixture(scope="module", params=KERNELS)
+@pytest.fixture(scope="module", params=FORWARD.kernels)
 def lab_trace(request: pytest.FixtureRequest, lab: LabSession) -> Replay:
-    """TCP rr and bulk from the client netns (labrun.FORWARD), on kprobes, on each kernel."""
+    """TCP rr and bulk from the client netns (labrun.FORWARD), on kprobes (6.1: FORWARD.kernels)."""
     return lab.replay(request.param, "forward")
 
 
