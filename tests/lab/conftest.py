@@ -6,7 +6,7 @@ import contextlib
 
 import pytest
 
-from tests.lab.labrun import LabRun, LabSession, collect_runs
+from tests.lab.labrun import LabRun, LabSession, boot_report, collect_runs
 
 _RUNS: list[LabRun] = []
 _SESSIONS: list[LabSession] = []
@@ -44,7 +44,5 @@ def lab(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """How long each boot took, and what it ran: the lab's share of the test time."""
     for session in _SESSIONS:
-        for (kernel, nic, topology), boot in session.boots.items():
-            terminalreporter.write_line(
-                f"lab: {kernel} {nic} {topology}: {len(boot.runs)} runs in one boot, "
-                f"{boot.seconds:.0f} s ({', '.join(boot.runs)})")
+        for key, boot in session.boots.items():
+            terminalreporter.write_line(boot_report(key, boot)[0])

@@ -17,14 +17,15 @@ UDP_FUNCS = {"udp_send_skb", "__udp4_lib_rcv", "__udp_enqueue_schedule_skb"}
 
 # kprobe programs with the tuple filters (test_lab_pcap loads fentry ones with a pcap filter),
 # on 6.12: the forward run covers kprobe mode on 6.1 (labrun.FORWARD).
-LAB_RUNS = [LabRun("filters", MIXED, ("--proto", "tcp", "--port", "5202", "--host", "198.18.0.2",
-                                      "--attach", "kprobe"), kernels=("6.12",))]
+FILTERS = LabRun("filters", MIXED, ("--proto", "tcp", "--port", "5202", "--host", "198.18.0.2",
+                                    "--attach", "kprobe"), kernels=("6.12",))
+LAB_RUNS = [FILTERS]
 
 
 @pytest.fixture(scope="module")
 def filtered(lab: LabSession) -> Replay:
     """Mixed TCP and UDP traffic, traced with --proto tcp --port 5202 --host PEER."""
-    return lab.replay("6.12", "filters")
+    return lab.replay(FILTERS.kernels[0], FILTERS.name)
 
 
 def test_filters_are_recorded_and_count_what_they_drop(filtered: Replay) -> None:
