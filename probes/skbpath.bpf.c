@@ -18,7 +18,7 @@
 //                         argument, stack, frees); positions are 1-based in
 //                         the tracepoint's own arguments (detected from BTF).
 //   RINGBUF_PAGES       ring buffer size in pages (power of two)
-//   STACK_ENTRIES       capacity of the kernel stack map
+//   STACK_ENTRIES       capacity of the kernel stack map (distinct stacks)
 //   TRACK_ENTRIES       capacity of the tracked-skb LRU map
 //   FILTER_IFINDEX      trace only skbs on this interface
 //   FILTER_PROTO        IPPROTO_TCP or IPPROTO_UDP
@@ -153,7 +153,28 @@ struct frames {
 #endif
 
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
-BPF_STACK_TRACE(stacks, STACK_ENTRIES);
+// Kernel stacks, one entry per distinct stack.  Not bcc's BPF_STACK_TRACE:
+// that map keeps one stack per hash bucket and fails a stack whose bucket
+// holds another, so a few hundred distinct stacks in 16k buckets already
+// collide (the birthday bound), and every later hit of a hot stack was lost.
+// Here the key is 31 bits of a 64-bit hash of the frames and the value keeps
+// the whole hash: only two stacks equal in those 31 bits clash (counted).
+#ifndef STACK_DEPTH
+#define STACK_DEPTH 127
+#endif
+#define STACK_SLOTS 4
+struct stack {
+    u64 hash;
+    u32 nr;   // frames in ip
+    u32 pad;
+    u64 ip[STACK_DEPTH];
+};
+BPF_HASH(stacks, u32, struct stack, STACK_ENTRIES);
+// Where a stack is walked before it is known: too big for the BPF stack.  A
+// program can interrupt another on its CPU (a softirq's fentry over a task's),
+// so each nesting level has its own slot (stack_nest counts the levels).
+BPF_PERCPU_ARRAY(stack_scratch, struct stack, STACK_SLOTS);
+BPF_PERCPU_ARRAY(stack_nest, u32, 1);
 BPF_PERCPU_ARRAY(counters, u64, CNT_SLOTS);
 // Calls not emitted because no skb call happened inside them, per function id.
 BPF_PERCPU_ARRAY(empty_calls, u64, EMPTY_SLOTS);
@@ -391,11 +412,53 @@ static __always_inline int filter_keeps(u64 skb, u8 *flags, int frees)
     return 1;
 }
 
+// Walk the kernel stack into s and return its id in stacks, storing it if it
+// is new; -1 if the walk failed, the map is full or the key holds another stack.
+static __always_inline s32 stack_store(void *ctx, struct stack *s)
+{
+    long n = bpf_get_stack(ctx, s->ip, sizeof(s->ip), 0);
+    if (n <= 0)
+        return -1;
+    u32 nr = (u32)n / sizeof(u64);
+    u64 h = 0x9e3779b97f4a7c15ULL ^ nr;
+    for (u32 i = 0; i < STACK_DEPTH; i++) {
+        if (i >= nr)
+            break;
+        h = (h ^ s->ip[i]) * 0xff51afd7ed558ccdULL;
+        h ^= h >> 33;
+    }
+    u32 key = (u32)h & 0x7fffffff;
+    struct stack *known = stacks.lookup(&key);
+    if (!known) {
+        s->hash = h;
+        s->nr = nr;
+        s->pad = 0;
+        if (stacks.insert(&key, s) == 0)
+            return (s32)key;
+        known = stacks.lookup(&key);  // another CPU stored it first, or the map is full
+        if (!known)
+            return -1;
+    }
+    return known->hash == h ? (s32)key : -1;
+}
+
 static __always_inline s32 stack_of(void *ctx, int want_stack)
 {
     if (!want_stack)
         return -1;
-    s32 id = stacks.get_stackid(ctx, 0);
+    u32 zero = 0;
+    u32 *nest = stack_nest.lookup(&zero);
+    if (!nest)
+        return -1;
+    u32 slot = *nest;
+    s32 id = -1;
+    if (slot < STACK_SLOTS) {
+        *nest = slot + 1;
+        struct stack *s = stack_scratch.lookup(&slot);
+        if (s)
+            id = stack_store(ctx, s);
+        *nest = slot;
+    }
     if (id < 0)
         count(CNT_STACK_LOST);
     return id;
@@ -428,7 +491,7 @@ static __always_inline void submit(u64 entry, u64 duration, u64 skb, u64 result,
 }
 
 // Entry: push a frame on the running thread's stack.  Shared by every
-// program type: ctx is only handed to get_stackid, which takes a kprobe's
+// program type: ctx is only handed to get_stack, which takes a kprobe's
 // pt_regs or a trampoline's context.
 static __always_inline int push(void *ctx, u16 func, u64 skb, int want_stack, u32 aux,
                                 int frees)

@@ -70,8 +70,8 @@ def presets(*names: str) -> str:
 # One trace serves the tests of many traffics: bcc's compile, minutes under TCG
 # (tracer/record/bpf/backend.py prints how long), is paid once per attach mode
 # and kernel rather than once per test module.  The firewall's table is removed
-# after its drops, and the bulk transfer comes last: its many distinct kernel
-# stacks fill the stack map's buckets, and a later drop's stack could be lost.
+# after its drops, and the bulk transfer comes last, so the drops' traffic runs
+# before the bulk's load.
 # ``lab_mark small`` (tracer/lab/guest.sh) reads the NICs' counters between
 # the small-packet traffic and the bulk transfer, for test_lab_counters.
 MIXED = LabRun("mixed", presets("arp", "closed", "firewall") +

@@ -73,7 +73,9 @@ def test_losses_are_counted_and_few(fentry_trace: Replay) -> None:
     # and loopback traffic.
     events = fentry_trace.contents.events
     assert lost["bpf_missed"] + lost["kprobe_missed"] <= events // 200, (lost, events)
-    # A stack whose hash bucket holds another stack is lost (and counted): rare.
+    # Each distinct stack is stored once (probes/skbpath.bpf.c, stack_store), so
+    # a stack is lost only if the kernel's walk fails: bcc's stack map, whose
+    # hash buckets collide, lost 67 of 4,702 here on 6.12 and 1,485 of 3,774 on 6.1.
     stacked = sum(1 for j in fentry_trace.model.journey_list for s in j.steps
                   if s.stack_id >= 0)
-    assert lost.get("stack_lost", 0) <= max(1, stacked // 100), (lost, stacked)
+    assert lost.get("stack_lost", 0) <= stacked // 1000, (lost, stacked)

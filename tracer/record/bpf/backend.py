@@ -392,7 +392,11 @@ class BccBackend:
         self.modules = loaded
 
     def _new_stacks(self) -> dict[int, list[str]]:
-        """Stacks in the BPF stack map not handed over yet, as symbolised frames."""
+        """Stacks in the BPF stack map not handed over yet, as symbolised frames.
+
+        The map (``stacks`` in probes/skbpath.bpf.c) holds each distinct stack
+        once, keyed by its id, with its frame count and addresses.
+        """
         bpf = self.bpf
         stacks = {}
         table = bpf["stacks"]
@@ -401,9 +405,14 @@ class BccBackend:
             sid = int(key.value)
             if sid in self.stacks_written:
                 continue
+            try:
+                value = table[key]
+            except KeyError:
+                continue
+            addrs = list(value.ip)[: min(int(value.nr), len(value.ip))]
             frames = [
                 bpf.ksym(addr, show_module=True, show_offset=True).decode(errors="replace")
-                for addr in table.walk(sid)
+                for addr in addrs
             ]
             # fentry programs' and trampolines' own frames are not the kernel's path.
             frames = clean_stack(frames)
