@@ -244,7 +244,11 @@ def test_stdin_as_dash_is_read(tmp_path: Path) -> None:
     with open(SAMPLE, "rb") as fh:
         run = skbpath_child(["info", "-"], stdin=fh)
     assert run.code == 0, run.stderr
-    assert "40,302 events" in run.stdout
+    by_path = skbpath_child(["info", str(SAMPLE)])
+    assert by_path.code == 0, by_path.stderr
+    # Same report as reading the file by name, but for the name itself.
+    assert run.stdout.replace("-:", "", 1) == by_path.stdout.replace(f"{SAMPLE}:", "", 1)
+    assert " calls in " in run.stdout
 
 
 # ---------------------------------------------------------------- output errors
