@@ -47,6 +47,9 @@
 //                       the wire frames a TSO/GSO skb becomes (1 if not GSO)
 //   FRAME_THREADS       capacity of the per-thread frame stack map
 //   MAX_DEPTH           frames per thread (a power of two; default 64)
+//   SKBPATH_AGGREGATE   aggregation mode: no call leaves the kernel; each is
+//                       added to its call path's counters and latency
+//                       histogram (agg_paths, AGG_PATHS paths at most)
 //
 // One record goes out per call, at its return (trace format version 2,
 // tracer/traces/events.py): the entry pushes a frame on the running
@@ -57,6 +60,14 @@
 // that task's stack.  A call without an skb goes out only if an skb call (or
 // a RESULT) happened inside it; the others are counted per function in
 // empty_calls.  A tracepoint hit goes out as one POINT record.
+//
+// In aggregation mode (SKBPATH_AGGREGATE) the same frames are kept, but a
+// closed call is added to the counters of its call path instead of going
+// out: the path is a 64-bit hash of the caller's path and the function
+// (a context root starts a path of its own), and agg_paths holds, per path
+// and per CPU, the calls, their inclusive and self time, min and max, and a
+// log-linear histogram with the model's buckets (tracer/model/stats.py).
+// User space reads it once a second (tracer/record/bpf/aggregate.py).
 
 #include <uapi/linux/ptrace.h>
 #include <uapi/linux/if_ether.h>
@@ -83,6 +94,7 @@
 #define CNT_UNMATCHED 4
 #define CNT_DEPTH_OVERFLOW 5
 #define CNT_FRAMES_FULL 6
+#define CNT_AGG_FULL 7  // a call path the full agg_paths map could not take
 #define CNT_SLOTS 8
 
 // One traced call, written at its return: the v2 trace's record.  The layout
@@ -116,6 +128,10 @@ struct frame {
     u8 base;     // depth of the frame that began this call's context (see struct call)
     u8 skip;     // filtered out: its return emits nothing
     u16 pad;
+#ifdef SKBPATH_AGGREGATE
+    u64 path;    // this call's path (a filtered call's is its caller's)
+    u64 child;   // inclusive ns of the aggregated calls directly inside it
+#endif
 };
 
 #ifndef MAX_DEPTH
@@ -397,6 +413,14 @@ static __always_inline int filter_keeps(u64 skb, u8 *flags, int frees)
         return 1;
     }
     int verdict = classify((struct sk_buff *)skb);
+#ifdef SKBPATH_AGGREGATE
+    // No journey will sort out later what the filter could not tell now, so
+    // an aggregate keeps only calls on skbs that matched (and the calls around them).
+    if (verdict != VERDICT_YES) {
+        count(CNT_FILTERED);
+        return 0;
+    }
+#endif
     if (verdict == VERDICT_NO) {
         if (frees)
             return 1;
@@ -444,6 +468,9 @@ static __always_inline s32 stack_store(void *ctx, struct stack *s)
 
 static __always_inline s32 stack_of(void *ctx, int want_stack)
 {
+#ifdef SKBPATH_AGGREGATE
+    want_stack = 0;  // no record would carry it
+#endif
     if (!want_stack)
         return -1;
     u32 zero = 0;
@@ -489,6 +516,101 @@ static __always_inline void submit(u64 entry, u64 duration, u64 skb, u64 result,
     c->pad = 0;
     events.ringbuf_submit(c, 0);
 }
+
+#ifdef SKBPATH_AGGREGATE
+// Aggregation mode: each closed call is added to its call path's counters.
+#ifndef AGG_PATHS
+#define AGG_PATHS 8192
+#endif
+#define AGG_SUB_BITS 4  // 16 buckets per power of two, as tracer/model/stats.py
+#define AGG_HIST 512    // a power of two; up to 2^35 ns (34 s), a longer call in the last bucket
+struct agg_path {
+    u64 parent;     // the caller's path; 0 for a root
+    u64 calls;      // calls that returned
+    u64 no_return;  // calls whose return never came
+    u64 total;      // inclusive ns
+    u64 self;       // inclusive ns less the aggregated calls directly inside
+    u64 min;
+    u64 max;
+    u32 func;
+    u32 pad;
+    u32 hist[AGG_HIST];
+};
+// Per CPU, so that no update races another CPU's (min and max included);
+// allocated as paths appear, not up front (a value is 2.4 KB per CPU).
+BPF_F_TABLE("percpu_hash", u64, struct agg_path, agg_paths, AGG_PATHS, BPF_F_NO_PREALLOC);
+// A zeroed value to create a path from: too big for the BPF stack.
+BPF_PERCPU_ARRAY(agg_init, struct agg_path, 1);
+
+static __always_inline u64 path_of(u64 parent, u16 func)
+{
+    u64 h = (parent ^ (((u64)func + 1) * 0x9e3779b97f4a7c15ULL)) * 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    return h ? h : 1;  // 0 means "no parent"
+}
+
+// tracer/model/stats.py's bucket_of, without a loop: exact below 16 ns,
+// then 16 buckets per power of two.
+static __always_inline u32 agg_bucket(u64 ns)
+{
+    if (ns < (1 << AGG_SUB_BITS))
+        return (u32)ns;
+    u64 v = ns;
+    u32 bl = 1;  // the bit length of ns
+    if (v >> 32) { bl += 32; v >>= 32; }
+    if (v >> 16) { bl += 16; v >>= 16; }
+    if (v >> 8) { bl += 8; v >>= 8; }
+    if (v >> 4) { bl += 4; v >>= 4; }
+    if (v >> 2) { bl += 2; v >>= 2; }
+    if (v >> 1) { bl += 1; }
+    u32 b = ((bl - AGG_SUB_BITS) << AGG_SUB_BITS) |
+            (u32)((ns >> (bl - AGG_SUB_BITS - 1)) & ((1 << AGG_SUB_BITS) - 1));
+    return b < AGG_HIST ? b : AGG_HIST - 1;
+}
+
+// Add the call in frame i to its path; its time goes to its caller's child time.
+static __always_inline void aggregate(struct frames *fs, u32 i, struct frame *f, u64 now,
+                                      int no_return)
+{
+    u64 key = f->path;
+    struct agg_path *a = agg_paths.lookup(&key);
+    if (!a) {
+        u32 zero = 0;
+        struct agg_path *init = agg_init.lookup(&zero);  // never written: zeros
+        if (!init)
+            return;
+        agg_paths.insert(&key, init);  // fails if another CPU made it first: fine
+        a = agg_paths.lookup(&key);
+        if (!a) {
+            count(CNT_AGG_FULL);
+            return;
+        }
+    }
+    if (!a->calls && !a->no_return) {
+        // This CPU's first call on the path (each CPU has its own value).
+        // The caller's path, as push() derived this one: none for a context root.
+        a->parent = (i > 0 && f->base != i) ? fs->f[(i - 1) & DEPTH_MASK].path : 0;
+        a->func = f->func;
+    }
+    if (no_return) {
+        a->no_return += 1;
+        return;
+    }
+    u64 dur = now - f->entry;
+    if (!a->calls || dur < a->min)
+        a->min = dur;
+    if (dur > a->max)
+        a->max = dur;
+    a->calls += 1;
+    a->total += dur;
+    a->self += dur > f->child ? dur - f->child : 0;
+    // Masked, not compared: older verifiers lose a compared bound once the
+    // compiler has merged it with agg_bucket's clamp (6.1 refused the load).
+    a->hist[agg_bucket(dur) & (AGG_HIST - 1)] += 1;
+    if (i > 0 && f->base != i)
+        fs->f[(i - 1) & DEPTH_MASK].child += dur;
+}
+#endif /* SKBPATH_AGGREGATE */
 
 // Entry: push a frame on the running thread's stack.  Shared by every
 // program type: ctx is only handed to get_stack, which takes a kprobe's
@@ -540,6 +662,12 @@ static __always_inline int push(void *ctx, u16 func, u64 skb, int want_stack, u3
     f->skip = skip;
     // A softirq root begins a context of its own; the others inherit theirs.
     f->base = is_context(func) ? d : (d ? fs->f[(d - 1) & DEPTH_MASK].base : 0);
+#ifdef SKBPATH_AGGREGATE
+    u64 up = (d && f->base != d) ? fs->f[(d - 1) & DEPTH_MASK].path : 0;
+    // A filtered call is transparent: what runs inside it is its caller's.
+    f->path = skip ? up : path_of(up, func);
+    f->child = 0;
+#endif
     return 0;
 }
 
@@ -549,8 +677,14 @@ static __always_inline void close_frame(struct frames *fs, u32 i, u64 now, u64 r
                                         u8 rflags)
 {
     struct frame *f = &fs->f[i & DEPTH_MASK];
-    if (f->skip)
+    if (f->skip) {
+#ifdef SKBPATH_AGGREGATE
+        // Its aggregated calls are its caller's now.
+        if (i > 0 && f->base != i)
+            fs->f[(i - 1) & DEPTH_MASK].child += f->child;
+#endif
         return;
+    }
     int keep = f->has_skb || (rflags & FLAG_RESULT);
     // A context root (base == its own depth) does not mark the task it interrupted.
     if (keep && i > 0 && f->base != i)
@@ -563,6 +697,10 @@ static __always_inline void close_frame(struct frames *fs, u32 i, u64 now, u64 r
         return;
     }
     int no_return = rflags & FLAG_NO_RETURN;
+#ifdef SKBPATH_AGGREGATE
+    aggregate(fs, i, f, now, no_return);
+    return;
+#endif
     submit(f->entry, no_return ? 0 : now - f->entry, f->skb, result,
            (rflags & FLAG_RESULT) ? raux : f->aux, f->stack_id, f->func, i, f->flags | rflags,
            f->base);

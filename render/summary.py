@@ -34,7 +34,9 @@ def _lost_text(s: Summary) -> str:
         text = "events lost: not recorded (no stats in the trace)"
     extra = []
     if s.lost_returns:
-        extra.append(f"calls whose return was never seen {s.lost_returns:,d}")
+        extra.append(f"calls whose return was never seen {s.lost_returns:,d}"
+                     + (f", {s.open_at_stop:,d} of them still running at the stop"
+                        if s.open_at_stop else ""))
     if s.filtered:
         extra.append(f"filtered out in the kernel {s.filtered:,d}")
     return text + (f" ({'; '.join(extra)})" if extra else "")

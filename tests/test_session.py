@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from skbpath.tracer.errors import SkbpathError
 from skbpath.tracer.kernel.info import KernelInfo
+from skbpath.tracer.model.aggregate import PathRow
 from skbpath.tracer.model.replay import replay
 from skbpath.tracer.record.cflags import ringbuf_pages
 from skbpath.tracer.record.resolve import Resolution
@@ -73,6 +74,10 @@ class FakeBackend:
 
     def end_fields(self) -> dict[str, Any]:
         return {"unparsed_lines": 0}
+
+    def aggregate_rows(self) -> list[PathRow]:
+        """Events mode never asks (tests/test_aggregate.py's back end answers)."""
+        raise AssertionError("aggregate_rows in events mode")
 
 
 def test_a_session_writes_batches_meta_stats_end_and_replays(tmp_path: Path) -> None:

@@ -116,6 +116,38 @@ def test_program_compiles(kernel_source: str, mode: str, filters: Filters,
         bpf.cleanup()
 
 
+@pytest.mark.parametrize("filters", [Filters(), ALL_FILTERS], ids=["plain", "filters"])
+@pytest.mark.parametrize("mode", ["kprobe", "fentry"])
+def test_aggregate_program_compiles(kernel_source: str, mode: str, filters: Filters,
+                                    tmp_path: Path) -> None:
+    """--aggregate's program (calls kept per call path in the kernel) compiles in both modes."""
+    from bcc import BPF
+    from bcc.libbcc import lib
+
+    class Compiled(BPF):  # type: ignore[misc]
+        def _trace_autoload(self) -> None:
+            """Compile only: this host cannot attach these programs."""
+
+    fentry = {1: "ip_rcv", 2: "fib_table_lookup"} if mode == "fentry" else None
+    cflags = build_cflags(FUNCS, filters, mode, fentry, netns=4026531840, aggregate=True)
+    assert "-DSKBPATH_AGGREGATE" in cflags
+    bpf = compile_bpf(Compiled, bpf_source(), cflags, kernel_source, lambda: None,
+                      str(tmp_path / "bcc.log"))
+    try:
+        names = [f"skbpath_{kind}_{f.id}" for f in FUNCS.funcs for kind in ("entry", "exit")
+                 if not fentry or f.id not in fentry]
+        missing = [n for n in names if not lib.bpf_function_size(bpf.module, n.encode())]
+        assert not missing
+        # The aggregation map is in the program, with the layout user space reads.
+        table = bpf["agg_paths"]
+        leaf = table.sLeaf
+        assert [n for n, _ in leaf._fields_][:8] == [
+            "parent", "calls", "no_return", "total", "self", "min", "max", "func"]
+        assert len(leaf().hist) == 512
+    finally:
+        bpf.cleanup()
+
+
 @pytest.mark.parametrize("filters", [PCAP, PCAP_ETHER], ids=["pcap", "pcap-ether"])
 def test_pcap_filter_passes_this_hosts_verifier(kernel_source: str, filters: Filters,
                                                 tmp_path: Path) -> None:

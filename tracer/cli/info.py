@@ -48,6 +48,11 @@ def _print_info(out: Console, path: str, contents: Any, summary: dict[str, int] 
         why = "its end record has no count" if contents.end is not None else "no end record"
         events = f"{what} not counted ({why}; replay counts them)"
     out.print(f"  {events} in {contents.records:,d} records, {len(contents.stacks)} kernel stacks")
+    if contents.aggregate is not None:
+        paths = contents.aggregate.get("paths", [])
+        calls = sum(p["calls"] + p.get("no_return", 0) for p in paths)
+        out.print(f"  aggregate: {calls:,d} calls counted in the kernel on {len(paths):,d} call "
+                  "paths (--aggregate: a call tree, no journeys)")
     final = contents.end or contents.stats or {}
     lost = final.get("lost") or contents.stats.get("lost") or {}
     out.print("  lost: " + (", ".join(f"{m(k)}={v:,d}" for k, v in sorted(lost.items()))

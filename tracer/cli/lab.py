@@ -32,6 +32,9 @@ from skbpath.tracer.errors import SkbpathError
 @click.option("-f", "--filter", "filter_expr", metavar="EXPR",
               help="A pcap-filter expression for the tracer, as tcpdump's "
                    "(e.g. 'tcp port 5201 or ip6').")
+@click.option("--aggregate", is_flag=True,
+              help="Trace with 'skbpath trace --aggregate': calls counted per call path in "
+                   "the guest's kernel, the hottest paths shown as it runs.")
 @click.option("--trace-opt", "trace_opts", multiple=True,
               help="Extra option for 'skbpath trace' in the guest (repeatable).")
 @click.option("--timeout", type=int, default=None,
@@ -39,8 +42,8 @@ from skbpath.tracer.errors import SkbpathError
 @click.option("-v", "--verbose", is_flag=True,
               help="Show the guest's whole log (with its shell trace), not only progress.")
 def lab(output: str | None, traffic: str, scenarios: tuple[str, ...], topology: str, nic: str,
-        kernel: str, filter_expr: str | None, trace_opts: tuple[str, ...], timeout: int | None,
-        verbose: bool) -> None:
+        kernel: str, filter_expr: str | None, aggregate: bool, trace_opts: tuple[str, ...],
+        timeout: int | None, verbose: bool) -> None:
     """Boot a real kernel in QEMU and trace traffic between two emulated NICs.
 
     The guest runs Debian's 6.1 kernel (or --kernel 6.12) on this machine's
@@ -63,6 +66,7 @@ def lab(output: str | None, traffic: str, scenarios: tuple[str, ...], topology: 
       skbpath lab --traffic 'ping -c 5 $PEER' -o ping.skbtrace
       skbpath lab --trace-opt=--proto --trace-opt=tcp
       skbpath lab --traffic bulk --trace-opt=--buffer-mb=64
+      skbpath lab --aggregate -o top.skbtrace   # calls per call path, no journeys
       skbpath lab --traffic udp --filter 'udp and host 198.18.0.2'
       skbpath lab --topology forward --traffic rr -o forward.skbtrace
       skbpath lab --nic virtio --traffic udp -o virtio.skbtrace
@@ -72,10 +76,10 @@ def lab(output: str | None, traffic: str, scenarios: tuple[str, ...], topology: 
     from skbpath.tracer.lab.vm import LabOptions, parse_scenario, run_lab, run_scenarios
     from skbpath.tracer.record.session import chown_to_invoker
 
-    if scenarios and (trace_opts or filter_expr):
-        raise SkbpathError("--trace-opt and --filter apply to --traffic; give a scenario's "
-                           "options after its traffic (NAME:TRAFFIC:OPTIONS)")
-    trace_args = list(trace_opts)
+    if scenarios and (trace_opts or filter_expr or aggregate):
+        raise SkbpathError("--trace-opt, --filter and --aggregate apply to --traffic; give a "
+                           "scenario's options after its traffic (NAME:TRAFFIC:OPTIONS)")
+    trace_args = list(trace_opts) + (["--aggregate"] if aggregate else [])
     if filter_expr is not None:
         from skbpath.tracer.record.pcap import compile_filter
 

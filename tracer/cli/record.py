@@ -48,6 +48,10 @@ def _resolve(iface: str | None, kernel: Any, btf: Any) -> Any:
               help="Kernel buffer for the events, MiB in all (the BPF ring buffer, rounded "
                    "up to a power of two, or tracefs's per-CPU buffers together); "
                    "default: 8 per CPU, 16 to 256.")
+@click.option("--aggregate", is_flag=True,
+              help="Count calls and latency histograms per call path in the kernel, with no "
+                   "per-call records (fentry or kprobe mode): a live view of the hottest paths "
+                   "while tracing, and a trace with the call tree but no journeys.")
 @click.option("--ebpf", is_flag=True, help="Print the BPF C and its cflags, then exit.")
 @click.option("--list-probes", is_flag=True, help="Print how the catalog resolved, then exit.")
 @click.option("--ready-file", hidden=True, help="Written once probes are attached (lab use).")
@@ -66,6 +70,7 @@ def trace(
     filter_expr: str | None,
     attach: str,
     buffer_mb: int | None,
+    aggregate: bool,
     ebpf: bool,
     list_probes: bool,
     ready_file: str | None,
@@ -87,6 +92,12 @@ def trace(
     latencies of their own.  --attach auto picks the first mode this machine
     can do, in that order, and says in one line why not the better ones.
 
+    --aggregate keeps the counting in the kernel: per call path, calls and a
+    latency histogram, read once a second into a live view of the hottest
+    paths (top for the network stack).  Nothing per call leaves the kernel,
+    so it keeps up with any load; the trace has the call tree, flame graph
+    and function table, and no journeys.
+
     \b
     Examples:
       sudo skbpath trace --duration 10 -o bulk.skbtrace
@@ -97,10 +108,12 @@ def trace(
       sudo skbpath trace --attach tracefs --iface eth0 -d 5
       sudo skbpath trace --attach tracepoint --proto tcp -d 5
       sudo skbpath trace --buffer-mb 128 -d 10   # a bigger buffer for heavy traffic
+      sudo skbpath trace --aggregate -o top.skbtrace   # live hottest paths; Ctrl-C stops
       skbpath trace --ebpf          # show the generated program
       skbpath trace --attach fentry --list-probes   # which functions use fentry
     """
     from skbpath.tracer.kernel.info import read_kernel_info
+    from skbpath.tracer.model.replay import POINT_MODES
     from skbpath.tracer.record.attach import machine_features, require_mode
     from skbpath.tracer.record.bpf.compile import CompileError
     from skbpath.tracer.record.prepare import KernelBtf
@@ -115,8 +128,13 @@ def trace(
     feat = machine_features(kernel)
     if inspect:
         feat = feat.for_inspection()
+    if aggregate and attach in POINT_MODES:
+        raise SkbpathError(f"--aggregate counts calls with their durations: it needs "
+                           f"--attach fentry or kprobe, not {attach}")
     if attach == "auto":
         modes = _choose_attach(feat)
+        if aggregate:
+            modes = _aggregate_modes(modes, feat)
     else:
         if not inspect:
             require_mode(feat, attach)  # an explicit mode: every gap, with its remedy
@@ -137,7 +155,7 @@ def trace(
                     ready_file=ready_file, recorded_with=recorded_with, buffer_mb=buffer_mb))
             elif not _trace_bpf(kernel, btf, mode, list_probes, ebpf, output, duration, pid, comm,
                                 iface, proto, port, host, expr, ready_file, recorded_with,
-                                buffer_mb):
+                                buffer_mb, aggregate):
                 return  # --list-probes or --ebpf: nothing was recorded
             _add_sources(output, vmlinux, module_debug)
             return
@@ -157,7 +175,7 @@ def _trace_bpf(kernel: Any, btf: Any, attach: str, list_probes: bool, ebpf: bool
                output: str, duration: float | None, pid: int | None, comm: str | None,
                iface: str | None, proto: str | None, port: int | None, host: str | None,
                expr: str | None, ready_file: str | None, recorded_with: str | None,
-               buffer_mb: int | None) -> bool:
+               buffer_mb: int | None, aggregate: bool = False) -> bool:
     """``skbpath trace`` (or --list-probes, --ebpf) in a BPF mode; True if it recorded."""
     from skbpath.probes.catalog import bpf_source
     from skbpath.tracer.record.cflags import Filters, build_cflags, own_netns
@@ -187,7 +205,7 @@ def _trace_bpf(kernel: Any, btf: Any, attach: str, list_probes: bool, ebpf: bool
         if ebpf:
             cflags = build_cflags(resolution.funcs, filters, attach,
                                   plan.fentry if plan else None, own_netns(),
-                                  nargs=plan.nargs if plan else None)
+                                  nargs=plan.nargs if plan else None, aggregate=aggregate)
             click.echo("// cflags:\n//   " + "\n//   ".join(cflags))
             with open(bpf_source()) as fh:
                 click.echo(fh.read())
@@ -203,10 +221,15 @@ def _trace_bpf(kernel: Any, btf: Any, attach: str, list_probes: bool, ebpf: bool
                   f"{len(plan.kprobe)} symbols (see --list-probes)")
     opts = TraceOptions(output=output, duration=duration, filters=filters, ready_file=ready_file,
                         recorded_with=recorded_with, drop_reasons=drop_reasons(btf),
-                        return_names=return_names(btf, resolution.funcs), buffer_mb=buffer_mb)
+                        return_names=return_names(btf, resolution.funcs), buffer_mb=buffer_mb,
+                        aggregate=aggregate)
     backend = BccBackend(kernel, resolution, opts, attach, plan)
-    err.print(f"skbpath: compiling and attaching, ring buffer "
-              f"{backend.ringbuf_pages * 4096 >> 20} MiB (Ctrl-C stops)...")
+    if aggregate:
+        err.print("skbpath: compiling and attaching, counting per call path in the kernel "
+                  "(Ctrl-C stops)...")
+    else:
+        err.print(f"skbpath: compiling and attaching, ring buffer "
+                  f"{backend.ringbuf_pages * 4096 >> 20} MiB (Ctrl-C stops)...")
     _record(backend, opts)
     return True
 
@@ -220,18 +243,89 @@ def _record(backend: Any, opts: Any) -> None:
     def progress(events: int, lost: int, elapsed: float) -> None:
         err.print(f"  {elapsed:6.1f} s  {events:>10,d} events  {lost:>8,d} lost", highlight=False)
 
-    result = Session(backend, opts, progress).run()
-    err.print(
-        f"skbpath: {result.events:,d} events in {result.duration:.1f} s, "
-        f"{result.summary['journeys']:,d} journeys -> {opts.output}"
-    )
-    lost = {k: v for k, v in sorted(result.lost.items()) if k != "filtered"}
-    counts = ", ".join(f"{k}={v:,d}" for k, v in lost.items())
-    # Every counter, zeros too: a zero is a measurement, not an absence.
-    err.print(f"skbpath: LOST {counts}" if any(lost.values())
-              else f"skbpath: lost: none ({counts})")
+    if opts.aggregate:
+        with LiveTop(err, backend.resolution.funcs) as live:
+            result = Session(backend, opts, live=live.show).run()
+        err.print(f"skbpath: {result.summary['calls']:,d} calls in {result.paths:,d} call paths "
+                  f"in {result.duration:.1f} s -> {opts.output}")
+    else:
+        result = Session(backend, opts, progress).run()
+        err.print(
+            f"skbpath: {result.events:,d} events in {result.duration:.1f} s, "
+            f"{result.summary['journeys']:,d} journeys -> {opts.output}"
+        )
+    err.print(f"skbpath: {loss_line(result.lost)}")
+    if result.lost.get("open_at_stop"):
+        err.print(f"skbpath: {result.lost['open_at_stop']:,d} calls were still running at the "
+                  "stop: recorded without a return (open_at_stop)")
     for name, reason in result.attach_failures:
         err.print(f"skbpath: {name}: {reason}")
+
+
+class LiveTop:
+    """--aggregate's live view: the hottest call paths of the last second, redrawn.
+
+    On a terminal a rich Live table; elsewhere (a log, the lab's console) the
+    few hottest paths as lines every LOG_SECONDS.  At the end, the hottest
+    paths of the whole trace stay on screen.
+    """
+
+    LOG_SECONDS = 5.0
+
+    def __init__(self, console: Any, funcs: Any) -> None:
+        self.console = console
+        self.funcs = funcs
+        self.before: list[Any] = []
+        self.when = 0.0
+        self.logged = 0.0
+        self.last: tuple[list[Any], float, int] | None = None
+        self.live: Any = None
+
+    def __enter__(self) -> LiveTop:
+        if self.console.is_terminal:
+            from rich.live import Live
+
+            self.live = Live(console=self.console, auto_refresh=False, transient=True)
+            self.live.start()
+        return self
+
+    def show(self, rows: list[Any], elapsed: float, lost: int) -> None:
+        """One reading of the kernel's counters (cumulative), ``elapsed`` s into the trace."""
+        from skbpath.render.top import top_lines, top_table
+        from skbpath.tracer.model.aggregate import hottest
+
+        hot = hottest(self.before, rows, elapsed - self.when)
+        self.before, self.when, self.last = rows, elapsed, (rows, elapsed, lost)
+        if self.live is not None:
+            height = max(self.console.height - 8, 5)
+            self.live.update(top_table(self.funcs, hot[:height], elapsed, lost, len(rows)),
+                             refresh=True)
+        elif elapsed - self.logged >= self.LOG_SECONDS:
+            self.logged = elapsed
+            for line in top_lines(self.funcs, hot, elapsed, limit=3):
+                self.console.print(line, highlight=False)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.stop()
+        if self.last is not None and exc[0] is None:
+            from skbpath.render.top import top_table
+            from skbpath.tracer.model.aggregate import hottest
+
+            rows, elapsed, lost = self.last
+            whole = hottest([], rows, elapsed, limit=10)
+            self.console.print(top_table(self.funcs, whole, elapsed, lost, len(rows)))
+
+
+def _aggregate_modes(modes: list[str], feat: Any) -> list[str]:
+    """auto's modes that can --aggregate (fentry, kprobe); one clear line if none can."""
+    from skbpath.tracer.model.replay import POINT_MODES
+
+    usable = [m for m in modes if m not in POINT_MODES]
+    if not usable:
+        raise SkbpathError(f"--aggregate needs fentry or kprobe mode, and {feat.release} can do "
+                           f"only {' or '.join(modes)} (see --attach)")
+    return usable
 
 
 def _expression(words: tuple[str, ...], option: str | None) -> str | None:
@@ -252,10 +346,13 @@ def _expression(words: tuple[str, ...], option: str | None) -> str | None:
 
 
 def loss_line(lost: dict[str, int]) -> str:
-    """Every loss counter, zeros included (a zero is a measurement too); LOST if any is not."""
-    counts = {k: v for k, v in lost.items() if k != "filtered"}
-    text = ", ".join(f"{k}={v:,d}" for k, v in sorted(counts.items()))
-    return ("LOST " if any(counts.values()) else "lost: ") + text
+    """Every loss counter, zeros included (a zero is a measurement, not an absence):
+    ``LOST a=1, ...`` if any is not zero, else ``lost: none (a=0, ...)``."""
+    from skbpath.tracer.record.session import NOT_LOSSES
+
+    counts = {k: v for k, v in sorted(lost.items()) if k not in NOT_LOSSES}
+    text = ", ".join(f"{k}={v:,d}" for k, v in counts.items())
+    return f"LOST {text}" if any(counts.values()) else f"lost: none ({text})"
 
 
 def _add_sources(output: str, vmlinux: str | None, module_debug: tuple[str, ...]) -> None:

@@ -21,7 +21,7 @@ def drop_reason_names(contents: object) -> dict[int, str]:
 def render_perfetto(trace_file: str, output: str) -> None:
     """Replay ``trace_file`` keeping its calls, and write ``output``/trace.perfetto-trace."""
     from skbpath.render.perfetto import FILE_NAME, TimelineInput, perfetto_trace
-    from skbpath.tracer.cli.view import _interfaces
+    from skbpath.tracer.cli.view import _aggregated, _interfaces
     from skbpath.tracer.model.pairing import Call
     from skbpath.tracer.model.replay import POINT_MODES
     from skbpath.tracer.model.replay import replay as run_replay
@@ -32,6 +32,8 @@ def render_perfetto(trace_file: str, output: str) -> None:
     roots: list[Call] = []
     rep = run_replay(trace_file, keep_journeys=True, on_root=roots.append)
     header = rep.contents.header
+    if _aggregated(header, trace_file):  # a timeline needs the calls themselves
+        return
     data, stats = perfetto_trace(TimelineInput(
         roots=roots,
         journeys=rep.model.journey_list,

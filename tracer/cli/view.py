@@ -95,6 +95,9 @@ def replay(trace_file: str, skb_id: int | None, as_json: bool, with_events: bool
     )
 
     rep = run_replay(trace_file, keep_journeys=True, lenient=lenient)
+    if views and _aggregated(rep.contents.header, trace_file):
+        _warn_read(rep.contents)
+        return
     sources = _trace_sources(trace_file, rep.contents, vmlinux, module_debug)
     out = _stdout()
     if skb_id is not None:
@@ -138,6 +141,16 @@ def replay(trace_file: str, skb_id: int | None, as_json: bool, with_events: bool
     _warn_read(rep.contents)
 
 
+def _aggregated(header: dict[str, Any], trace_file: str) -> bool:
+    """True, having said so in one line, if a journey view was asked of an --aggregate trace."""
+    from skbpath.tracer.model.replay import is_aggregate, no_journeys
+
+    if is_aggregate(header):
+        click.echo(f"skbpath: {printable(no_journeys(trace_file))}", err=True)
+        return True
+    return False
+
+
 def _interfaces(header: dict[str, Any]) -> dict[int, str]:
     """ifindex -> name of the tracing host's interfaces, from a trace header (may be empty)."""
     return dict(header.get("interfaces") or {})  # int keys: checked by the schema
@@ -168,6 +181,9 @@ def _replay_json(trace_file: str, with_events: bool, lenient: bool) -> None:
     from skbpath.tracer.traces.tracefile import TraceReader
 
     reader = TraceReader(trace_file, lenient=lenient)
+    if _aggregated(reader.contents.header, trace_file):
+        reader.close()
+        return
     emit = click.echo
     names = _interfaces(reader.contents.header)
     model = model_for(reader, keep_journeys=False,

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from skbpath.tracer.model.aggregate import PathRow, add_rows
 from skbpath.tracer.model.calls import Call
 from skbpath.tracer.model.calltree import CallTree
 from skbpath.tracer.model.drops import DropCounter
@@ -251,6 +252,9 @@ class Model:
         self.nester = Nester(funcs, _Listener(self))
         self.pairer = Pairer(funcs, self.nester)  # v1 events only
         self.records = 0  # v2 call records fed
+        # --aggregate traces: calls the kernel counted per call path (no journeys).
+        self.aggregate = False
+        self.aggregated_calls = 0
         self.finished = False
 
     def _journey_done(self, j: Journey) -> None:
@@ -288,6 +292,12 @@ class Model:
         """Consume a batch of decoded v2 call records in arrival order."""
         self.records += self.nester.add_records(records)
 
+    def feed_aggregate(self, rows: list[PathRow]) -> None:
+        """Take the call paths an ``--aggregate`` trace counted (its last AGGREGATE record)."""
+        self.aggregate = True
+        add_rows(self.calltree, rows)
+        self.aggregated_calls += sum(r.calls + r.no_return for r in rows)
+
     def finish(self) -> None:
         """Close what is still open at the end of the trace."""
         if self.finished:
@@ -314,7 +324,7 @@ class Model:
         js = self.journeys.stats
         return {
             "events": p.events + self.records,
-            "calls": n.calls,
+            "calls": n.calls + self.aggregated_calls,
             "unmatched_exits": p.unmatched_exits,
             "lost_exits": n.no_return - p.open_at_end,
             "too_deep": p.too_deep,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from skbpath.tracer.errors import TraceFormatError
+from skbpath.tracer.model.aggregate import rows_of
 from skbpath.tracer.model.core import JourneyView, Model
 from skbpath.tracer.model.pairing import Call
 from skbpath.tracer.traces.functions import FuncTable
@@ -78,8 +79,21 @@ def replay(
     feed = model.feed_calls if reader.version == 2 else model.feed
     for batch in reader.event_batches():
         feed(batch)
+    if reader.contents.aggregate is not None:
+        model.feed_aggregate(rows_of(reader.contents.aggregate))
     model.finish()
     return Replay(path, reader.contents, model)
+
+
+def is_aggregate(header: dict[str, Any]) -> bool:
+    """Whether the trace was recorded with ``--aggregate`` (call paths, no journeys)."""
+    return bool(header.get("aggregate"))
+
+
+def no_journeys(path: str) -> str:
+    """The one line a journey view prints for an ``--aggregate`` trace."""
+    return (f"{path}: recorded with --aggregate: the kernel counted calls per call path, "
+            "so there are no journeys (call tree, flame graph and function table only)")
 
 
 # Attach modes whose calls are points (a tracepoint hit), with no duration.

@@ -52,6 +52,7 @@ class Summary:
     filtered: int
     lost_returns: int
     by_time: bool
+    open_at_stop: int = 0  # calls still running when the trace stopped
     hot: list[HotPath] = field(default_factory=list)
     drops: list[tuple[str, int]] = field(default_factory=list)
     slowest_journey: int | None = None
@@ -66,6 +67,7 @@ def summarize(rep: Replay) -> Summary:
     end = rep.contents.end or {}
     lost_all = dict(end.get("lost") or rep.contents.stats.get("lost") or {})
     filtered = int(lost_all.pop("filtered", 0))
+    open_at_stop = int(lost_all.pop("open_at_stop", 0))  # recorded: not a loss
     journeys = rep.model.journey_list
     counts: dict[str, list[int]] = {}
     for j in journeys:
@@ -88,6 +90,7 @@ def summarize(rep: Replay) -> Summary:
         lost={k: int(v) for k, v in sorted(lost_all.items())},
         filtered=filtered,
         lost_returns=model["lost_exits"],
+        open_at_stop=open_at_stop,
         by_time=by_time,
     )
     s.hot = hot_paths(rep, by_time)

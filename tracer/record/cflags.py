@@ -16,6 +16,8 @@ from skbpath.tracer.traces.functions import FuncInfo, FuncTable
 RINGBUF_PAGES = 1024  # 4 MiB; live traces size it for the machine (ringbuf_pages)
 PAGE_SIZE = 4096
 STACK_ENTRIES = 16384
+# Call paths the aggregation map holds (--aggregate); real traffic has hundreds.
+AGG_PATHS = 8192
 FRAME_THREADS = 4096  # threads inside a traced call at once (each holds a 2 KiB frame stack)
 # Nested traced calls per thread (a power of two).  A TCP send whose transmit
 # runs the receive softirq on its way out, which sends an ACK, nests past 32:
@@ -117,6 +119,7 @@ def build_cflags(
     funcs: FuncTable, filters: Filters, attach: str = "kprobe",
     fentry: Mapping[int, str] | None = None, netns: int | None = None,
     ringbuf_pages: int = RINGBUF_PAGES, nargs: Mapping[int, int] | None = None,
+    aggregate: bool = False,
 ) -> list[str]:
     """The cflags that configure probes/skbpath.bpf.c for these functions and filters.
 
@@ -129,7 +132,8 @@ def build_cflags(
     are compared with.  ``ringbuf_pages`` sizes the ring buffer (a power of
     two: :func:`ringbuf_pages`).  ``nargs`` gives the argument counts of
     the fentry functions (:class:`~.attach.FentryPlan`), for the fexit of a
-    function whose return value is recorded.
+    function whose return value is recorded.  ``aggregate`` keeps calls in
+    the kernel, per call path (``--aggregate``; kprobe and fentry only).
     """
     if not funcs.funcs:
         raise SkbpathError("no function of the catalog could be resolved on this kernel")
@@ -148,6 +152,10 @@ def build_cflags(
             lists.append(f"-DSKBPATH_RETVAL={retval_list(funcs, nargs)}")
     else:
         raise SkbpathError(f"--attach {attach} loads no BPF program")
+    if aggregate:
+        if attach == "tracepoint":
+            raise SkbpathError("--aggregate needs calls with durations: --attach fentry or kprobe")
+        lists += ["-DSKBPATH_AGGREGATE", f"-DAGG_PATHS={AGG_PATHS}"]
     if attach != "tracepoint":
         # The FIB lookup's return carries its route (tracer/model/routes.py).
         route = [f"-DROUTE_FUNC_ID={f.id}" for f in funcs.funcs if f.result == "route"][:1]

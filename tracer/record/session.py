@@ -30,18 +30,32 @@ from typing import Any, Protocol
 
 from skbpath.tracer import __version__
 from skbpath.tracer.kernel.info import KernelInfo, interface_names, kernel_build
+from skbpath.tracer.model.aggregate import PathRow
 from skbpath.tracer.record.cflags import Filters
 from skbpath.tracer.record.resolve import Resolution
-from skbpath.tracer.traces.tracefile import END, FORMAT_VERSION, STACKS, STATS, TASKS, TraceWriter
+from skbpath.tracer.traces.tracefile import (
+    AGGREGATE,
+    END,
+    FORMAT_VERSION,
+    STACKS,
+    STATS,
+    TASKS,
+    TraceWriter,
+)
 
 META_SECONDS = 2.0  # STATS, and the progress line, this often
 # Kernel buffer by default: this much per CPU (every CPU produces into it), within bounds.
 BUFFER_PER_CPU = 8 << 20
 BUFFER_MIN, BUFFER_MAX = 16 << 20, 256 << 20
-# Counters that are not losses (events the filters rejected on purpose).
-NOT_LOSSES = frozenset({"filtered"})
+# Counters that are not losses: events the filters rejected on purpose, and
+# calls still running when the trace stopped (recorded, flagged NO_RETURN).
+NOT_LOSSES = frozenset({"filtered", "open_at_stop"})
 
 Progress = Callable[[int, int, float], None]
+# --aggregate's live view: the call paths so far, seconds since the start, losses.
+LiveView = Callable[[list[PathRow], float, int], None]
+LIVE_SECONDS = 1.0  # the live view, this often
+AGGREGATE_SECONDS = 10.0  # an AGGREGATE record (cumulative), this often
 
 
 @dataclass
@@ -60,6 +74,8 @@ class TraceOptions:
     batch_seconds: float = 0.2
     # Total kernel buffer in MiB; None: sized for the machine by the back end.
     buffer_mb: int | None = None
+    # --aggregate: the kernel counts calls per call path; no per-call records.
+    aggregate: bool = False
 
 
 @dataclass
@@ -71,6 +87,7 @@ class TraceResult:
     duration: float
     summary: dict[str, int]  # the model's, from replaying the trace
     attach_failures: list[tuple[str, str]] = field(default_factory=list)  # (name, reason)
+    paths: int = 0  # --aggregate: the call paths written
 
 
 class Backend(Protocol):
@@ -105,6 +122,9 @@ class Backend(Protocol):
 
     def end_fields(self) -> dict[str, Any]:
         """The back end's own END fields (unparsed lines, ...), if any."""
+
+    def aggregate_rows(self) -> list[PathRow]:
+        """--aggregate: the call paths counted so far (complete once detached)."""
 
 
 class Stop:
@@ -207,11 +227,14 @@ class Session:
     """Runs one live trace through ``backend``; see the module docstring."""
 
     def __init__(self, backend: Backend, opts: TraceOptions,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, live: LiveView | None = None) -> None:
         self.backend = backend
         self.opts = opts
         self.progress = progress
+        self.live = live
         self.chunks: list[bytes] = []
+        self.paths = 0  # --aggregate: call paths in the last AGGREGATE record
+        self.started = time.monotonic()
 
     def run(self) -> TraceResult:
         """Trace until the duration passes or a signal arrives; return the counts."""
@@ -222,7 +245,10 @@ class Session:
             writer: TraceWriter | None = None
             try:
                 b.attach()
-                writer = TraceWriter(fh, b.header())
+                header = b.header()
+                if opts.aggregate:
+                    header["aggregate"] = True  # replay: a call tree, no journeys
+                writer = TraceWriter(fh, header)
                 if opts.ready_file:
                     with open(opts.ready_file, "w") as rf:
                         rf.write(f"{os.getpid()}\n")
@@ -234,6 +260,8 @@ class Session:
                     if writer is not None:
                         self._collect(b.drain(0.0))
                         self._flush(writer)
+                        if opts.aggregate:
+                            self._write_aggregate(writer, b.aggregate_rows())
                         stats = b.stats()
                 finally:
                     b.close()
@@ -252,7 +280,13 @@ class Session:
             writer.write_json(END, end)
             writer.close()
         return TraceResult(writer.events_written, stats["lost"], elapsed, summary,
-                           list(b.attach_failures))
+                           list(b.attach_failures), self.paths)
+
+    def _write_aggregate(self, writer: TraceWriter, rows: list[PathRow]) -> None:
+        """An AGGREGATE record: every call path so far (cumulative; the last one wins)."""
+        writer.write_json(AGGREGATE, {"seconds": round(time.monotonic() - self.started, 3),
+                                      "paths": [r.to_json() for r in rows]})
+        self.paths = len(rows)
 
     def _collect(self, blob: bytes) -> None:
         while blob:
@@ -272,8 +306,8 @@ class Session:
 
     def _loop(self, writer: TraceWriter, stop: Stop) -> float:
         b, opts = self.backend, self.opts
-        start = time.monotonic()
-        last_flush = last_meta = start
+        start = self.started = time.monotonic()
+        last_flush = last_meta = last_live = last_agg = start
         while not stop.requested:
             blob = b.drain(0.05)
             if blob:
@@ -284,6 +318,16 @@ class Session:
             if now - last_flush >= opts.batch_seconds:
                 self._flush(writer)
                 last_flush = now
+            if opts.aggregate and now - last_live >= LIVE_SECONDS:
+                # The kernel's counters, read while it counts: the live view, and
+                # now and then a record, so that a killed tracer leaves a tree.
+                rows = b.aggregate_rows()
+                last_live = now
+                if now - last_agg >= AGGREGATE_SECONDS:
+                    self._write_aggregate(writer, rows)
+                    last_agg = now
+                if self.live:
+                    self.live(rows, now - start, losses(b.stats()["lost"]))
             if now - last_meta >= META_SECONDS:
                 stats = b.stats()
                 writer.write_json(STATS, stats)

@@ -297,6 +297,8 @@ def _header(version: int) -> Obj:
         "tracefs_events": List(Str(MAX_NAME), MAX_FUNC_ID + 1),
         "trace_clock": Str(64),
         "kernel_build": Str(MAX_NAME),  # /proc/version: exactly which kernel
+        # --aggregate: calls were counted per call path in the kernel, no events.
+        "aggregate": Bool(),
     }, ("format", "functions"))
 
 
@@ -318,9 +320,20 @@ _SOURCES = Obj({
     "frames": Map(List(_SOURCE_LINE, 256)),
 })
 
+# --aggregate: the kernel's call paths (ids are 64-bit hashes; 0 as a parent is a root).
+MAX_AGG_BUCKET = 1023  # the model's log-linear buckets (tracer/model/stats.py) for u64 ns
+_AGG_PATH = Obj({
+    "id": Int(1, MAX_COUNT), "parent": Int(0, MAX_COUNT), "func": Int(0, MAX_FUNC_ID),
+    "calls": Int(), "no_return": Int(), "total_ns": Int(), "self_ns": Int(),
+    "min_ns": Int(), "max_ns": Int(),
+    "hist": Map(Int(), int_keys=(0, MAX_AGG_BUCKET), max_items=MAX_AGG_BUCKET + 1),
+}, ("id", "parent", "func", "calls"))
+_AGGREGATE = Obj({"seconds": Float(), "paths": List(_AGG_PATH, 1 << 17)}, ("paths",))
+
 SCHEMAS: dict[str, Callable[[int], Spec]] = {
     "header": _header, "stacks": lambda v: _STACKS, "tasks": lambda v: _TASKS,
     "stats": lambda v: _STATS, "end": lambda v: _END, "sources": lambda v: _SOURCES,
+    "aggregate": lambda v: _AGGREGATE,
 }
 
 

@@ -20,6 +20,11 @@ Record types:
                   fact: {"functions": {name: {"file", "line", "layer"}},
                   "frames": {frame: [[function, file, line, inlined], ...]}};
                   records merge, later ones win
+    AGGREGATE JSON  ``--aggregate`` traces only: the call paths the kernel
+                  counted, {"seconds": s, "paths": [{"id", "parent", "func",
+                  "calls", "no_return", "total_ns", "self_ns", "min_ns",
+                  "max_ns", "hist": {bucket: n}}, ...]}; cumulative, the
+                  last one wins (tracer/model/aggregate.py reads it)
 
 Everything is written as it happens, so a killed tracer leaves a file that
 reads up to its last whole record; the reader reports the cut (a trace with
@@ -66,8 +71,9 @@ TASKS = 4
 STATS = 5
 END = 6
 SOURCES = 7
+AGGREGATE = 8
 RECORD_NAMES = {HEADER: "header", EVENTS: "events", STACKS: "stacks", TASKS: "tasks",
-                STATS: "stats", END: "end", SOURCES: "sources"}
+                STATS: "stats", END: "end", SOURCES: "sources", AGGREGATE: "aggregate"}
 FLAG_ZLIB = 1
 
 
@@ -134,6 +140,8 @@ class TraceContents:
     end: dict[str, Any] | None = None
     # {"functions": {...}, "frames": {...}} merged from SOURCES records.
     sources: dict[str, Any] = field(default_factory=dict)
+    # The last AGGREGATE record (--aggregate traces), None in an events trace.
+    aggregate: dict[str, Any] | None = None
     events: int = 0
     # False when EVENTS records were skipped unread (``read_all(count_events=False)``).
     events_counted: bool = True
@@ -350,6 +358,8 @@ class TraceReader:
             c.stats = obj
         elif rtype == END:
             c.end = obj
+        elif rtype == AGGREGATE:
+            c.aggregate = obj
         elif rtype == SOURCES:
             for part, entries in obj.items():
                 c.sources.setdefault(part, {}).update(entries)

@@ -21,7 +21,9 @@ import numpy as np
 from skbpath.tracer.errors import SkbpathError
 from skbpath.tracer.kernel.info import KernelInfo
 from skbpath.tracer.kernel.symbols import clean_stack, strip_bpf_tracepoint_frames
+from skbpath.tracer.model.aggregate import PathRow
 from skbpath.tracer.record.attach import FentryPlan
+from skbpath.tracer.record.bpf.aggregate import add_open_calls, read_paths
 from skbpath.tracer.record.bpf.frames import open_frame_records
 from skbpath.tracer.record.bpf.progstats import recursion_misses
 from skbpath.tracer.record.bpf.ringbuf import RingReader, map_fd_size
@@ -32,7 +34,7 @@ from skbpath.tracer.traces.events import CALL_SIZE
 
 # The BPF program's counter slots, in order (CNT_* in probes/skbpath.bpf.c).
 COUNTERS = ("ringbuf_lost", "stack_lost", "filtered", "no_return", "unmatched_returns",
-            "depth_overflow", "frames_full")
+            "depth_overflow", "frames_full", "aggregate_full")
 KRETPROBE_MAXACTIVE = 64  # blocking calls (recv, sendmsg waiting for memory) hold instances
 # Read the ring at most this often while it is filling slowly: one numpy pass has a
 # fixed cost, so under steady load fewer, bigger batches cost the traffic less CPU.
@@ -121,10 +123,10 @@ class BccBackend:
         self.opts = opts
         self.attach_mode = attach
         self.fentry = fentry or FentryPlan()
-        self.ringbuf_pages = ringbuf_pages(buffer_bytes(opts.buffer_mb))
-        self.cflags = build_cflags(resolution.funcs, opts.filters, attach, self.fentry.fentry,
-                                   own_netns(), ringbuf_pages=self.ringbuf_pages,
-                                   nargs=self.fentry.nargs)
+        # --aggregate: nothing goes through the ring buffer, which only has to exist.
+        self.ringbuf_pages = (1 if opts.aggregate
+                              else ringbuf_pages(buffer_bytes(opts.buffer_mb)))
+        self.cflags = self._cflags()
         self.attach_failures: list[tuple[str, str]] = []
         # Ids whose trampoline failed and that have no kprobe program in this compile.
         self.fentry_failed: set[int] = set()
@@ -144,9 +146,15 @@ class BccBackend:
         self.open_read = False
         self.open_no_return = 0
         self.open_empty: dict[str, int] = {}
+        self.final_rows: list[PathRow] | None = None  # --aggregate, read once detached
         # Seconds spent compiling, attaching and detaching: under emulation they
         # dominate a short trace, so the END record keeps them.
         self.timings: dict[str, float] = {}
+
+    def _cflags(self) -> list[str]:
+        return build_cflags(self.resolution.funcs, self.opts.filters, self.attach_mode,
+                            self.fentry.fentry, own_netns(), ringbuf_pages=self.ringbuf_pages,
+                            nargs=self.fentry.nargs, aggregate=self.opts.aggregate)
 
     # -- the Backend interface
     def attach(self) -> None:
@@ -164,10 +172,7 @@ class BccBackend:
             self.bpf.cleanup()
             for fid in failed:
                 self.fentry.fentry.pop(fid, None)
-            self.cflags = build_cflags(self.resolution.funcs, self.opts.filters, self.attach_mode,
-                                       self.fentry.fentry, own_netns(),
-                                       ringbuf_pages=self.ringbuf_pages,
-                                       nargs=self.fentry.nargs)
+            self.cflags = self._cflags()
             self.attached = {k: [] for k in self.attached}
             self.attach_failures = []
             self.fentry_failed = set()
@@ -209,9 +214,33 @@ class BccBackend:
         if len(rows):
             self._note_tasks(rows)
             blob = rows.tobytes()
-        if self.detached and not self.open_read:
+        if self.detached and not self.open_read and not self.opts.aggregate:
             blob += self._open_frames()
         return blob
+
+    def aggregate_rows(self) -> list[PathRow]:
+        """--aggregate: every call path the kernel has counted so far, summed over CPUs.
+
+        Once detached, the calls still open are added to their paths (as
+        ``no_return``), and that final read is what every later call returns.
+        """
+        if self.final_rows is not None:
+            return self.final_rows
+        table = self.bpf["agg_paths"]
+        try:
+            items = list(table.items_lookup_batch())  # one syscall per batch
+        except Exception:  # bcc raises bare Exception where the kernel lacks batch ops
+            items = list(table.items())
+        rows = read_paths(items)
+        if self.detached and not self.open_read:
+            self.open_read = True
+            opened, empty = add_open_calls(rows, self.bpf["frame_stacks"].items())
+            self.open_no_return = opened
+            for fid, n in empty.items():
+                name = self.resolution.funcs.name_of(fid)
+                self.open_empty[name] = self.open_empty.get(name, 0) + n
+            self.final_rows = rows
+        return rows
 
     def _open_frames(self) -> bytes:
         """The calls left open in the kernel's frame stacks, as NO_RETURN records (once)."""
@@ -235,13 +264,16 @@ class BccBackend:
     def stats(self) -> dict[str, Any]:
         """The BPF program's loss counters, and the kernel's kprobe and program misses."""
         table = self.bpf["counters"]
-        lost = {name: int(sum(table[ctypes.c_int(slot)])) for slot, name in enumerate(COUNTERS)}
+        lost = {name: int(sum(table[ctypes.c_int(slot)])) for slot, name in enumerate(COUNTERS)
+                if self.opts.aggregate or name != "aggregate_full"}
         if not self.detached:
             self.kprobe_missed = kprobe_misses(self.kernel.tracefs, os.getpid())
         lost["kprobe_missed"] = self.kprobe_missed
         # Programs the kernel skipped because a BPF program was running on that CPU.
         lost["bpf_missed"] = recursion_misses(f.fd for f in self.bpf.funcs.values())
-        lost["no_return"] += self.open_no_return
+        # Calls still running when the probes came off: flagged and counted, but
+        # not lost (a blocked recv, a poll in progress); no_return is the kernel's misses.
+        lost["open_at_stop"] = self.open_no_return
         empty = self._empty_calls()
         for name, n in self.open_empty.items():
             empty[name] = empty.get(name, 0) + n

@@ -8,7 +8,7 @@ NO_RETURN, deepest first, as the kernel would have emitted it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from skbpath.tracer.record.cflags import FRAME_DEPTH
@@ -25,6 +25,27 @@ def thread_of_key(key: int) -> tuple[int, int]:
     return key, 0
 
 
+def open_frames(items: Iterable[tuple[int, Any]]
+                ) -> Iterator[tuple[int, int, Any, int, Any, bool]]:
+    """The open frames of ``frame_stacks`` items (key, struct frames), deepest first.
+
+    Yields (tid, cpu, frames, depth, frame, keep) for each frame the filter
+    did not skip; ``keep`` is the kernel's rule at a return: the frame had an
+    skb call in it (an skb call marks its parent, a context root does not).
+    """
+    for key, fs in items:
+        tid, cpu = thread_of_key(int(key))
+        depth = min(int(fs.depth), MAX_DEPTH)
+        has_skb = False
+        for i in range(depth - 1, -1, -1):
+            f = fs.f[i]
+            if f.skip:
+                continue
+            keep = bool(f.has_skb) or has_skb
+            has_skb = keep and int(f.base) != i
+            yield tid, cpu, fs, i, f, keep
+
+
 def open_frame_records(items: Iterable[tuple[int, Any]]) -> tuple[bytes, int, dict[int, int]]:
     """Records for the frames left in ``frame_stacks`` items (key, struct frames).
 
@@ -35,23 +56,13 @@ def open_frame_records(items: Iterable[tuple[int, Any]]) -> tuple[bytes, int, di
     out: list[CallRecord] = []
     opened = 0
     empty: dict[int, int] = {}
-    for key, fs in items:
-        tid, cpu = thread_of_key(int(key))
-        depth = min(int(fs.depth), MAX_DEPTH)
-        has_skb = False
-        for i in range(depth - 1, -1, -1):
-            f = fs.f[i]
-            if f.skip:
-                continue
-            opened += 1
-            keep = bool(f.has_skb) or has_skb
-            # The kernel's rule: an skb call marks its parent, a context root does not.
-            has_skb = keep and int(f.base) != i
-            if not keep:
-                empty[int(f.func)] = empty.get(int(f.func), 0) + 1
-                continue
-            out.append(CallRecord(
-                entry=int(f.entry), duration=0, skb=int(f.skb), tid=tid, aux=int(f.aux),
-                stack_id=int(f.stack_id), func=int(f.func), cpu=cpu, depth=i,
-                flags=int(f.flags) | FLAG_NO_RETURN, base=int(f.base)))
+    for tid, cpu, _fs, i, f, keep in open_frames(items):
+        opened += 1
+        if not keep:
+            empty[int(f.func)] = empty.get(int(f.func), 0) + 1
+            continue
+        out.append(CallRecord(
+            entry=int(f.entry), duration=0, skb=int(f.skb), tid=tid, aux=int(f.aux),
+            stack_id=int(f.stack_id), func=int(f.func), cpu=cpu, depth=i,
+            flags=int(f.flags) | FLAG_NO_RETURN, base=int(f.base)))
     return pack_calls(out), opened, empty

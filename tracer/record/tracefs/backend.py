@@ -25,6 +25,7 @@ from typing import Any
 from skbpath.probes.catalog import Tracepoint
 from skbpath.tracer.errors import SkbpathError
 from skbpath.tracer.kernel.info import KernelInfo
+from skbpath.tracer.model.aggregate import PathRow
 from skbpath.tracer.record.resolve import Resolution
 from skbpath.tracer.record.session import TraceOptions, buffer_bytes, trace_header
 from skbpath.tracer.record.tracefs.instance import prepare_tracefs
@@ -305,3 +306,7 @@ class TracefsBackend:
             "orphan_stacks": self.parser.orphan_stacks,
             "drop_reasons": {str(k): v for k, v in self.parser.new_reasons.items()},
         }
+
+    def aggregate_rows(self) -> list[PathRow]:
+        """Never called: tracefs hits are points, so ``trace`` refuses --aggregate with it."""
+        raise SkbpathError("--aggregate needs --attach fentry or kprobe, not tracefs")
