@@ -604,17 +604,41 @@ static __always_inline void aggregate(struct frames *fs, u32 i, struct frame *f,
     a->calls += 1;
     a->total += dur;
     a->self += dur > f->child ? dur - f->child : 0;
-    // Masked, not compared: older verifiers lose a compared bound once the
-    // compiler has merged it with agg_bucket's clamp (6.1 refused the load).
-    a->hist[agg_bucket(dur) & (AGG_HIST - 1)] += 1;
+    u32 b = agg_bucket(dur);
+    // Masked after an empty asm: the compiler knows agg_bucket's clamp and
+    // would drop a mask or check, and 6.1's verifier loses that clamp's bound
+    // (it compares a copy of the register), so it refused the load.
+    asm volatile("" : "+r"(b));
+    a->hist[b & (AGG_HIST - 1)] += 1;
     if (i > 0 && f->base != i)
         fs->f[(i - 1) & DEPTH_MASK].child += dur;
 }
 #endif /* SKBPATH_AGGREGATE */
 
+// What a frame at depth d must say before anything can nest on it: its
+// context (a softirq root begins its own, the others inherit their caller's)
+// and, when aggregating, its call path.
+static __always_inline void frame_head(struct frame *f, u32 d, struct frame *caller, u16 func,
+                                       u8 skip)
+{
+    f->base = is_context(func) ? d : (caller ? caller->base : 0);
+#ifdef SKBPATH_AGGREGATE
+    u64 up = (caller && f->base != d) ? caller->path : 0;
+    // A filtered call is transparent: what runs inside it is its caller's.
+    f->path = skip ? up : path_of(up, func);
+#endif
+}
+
 // Entry: push a frame on the running thread's stack.  Shared by every
 // program type: ctx is only handed to get_stack, which takes a kprobe's
 // pt_regs or a trampoline's context.
+//
+// A softirq can interrupt this program (a trampoline's runs with interrupts
+// on) and push on the same stack.  So the slot is claimed before it is
+// filled, a new stack is created with its first slot claimed, and the
+// frame's context and path are written before the claim too: a softirq
+// that comes in between sees them, and nests above, never below or in a
+// stack it then pops empty and deletes under this program.
 static __always_inline int push(void *ctx, u16 func, u64 skb, int want_stack, u32 aux,
                                 int frees)
 {
@@ -622,52 +646,50 @@ static __always_inline int push(void *ctx, u16 func, u64 skb, int want_stack, u3
     u8 skip = !filter_keeps(skb, &flags, frees);
     u64 key = thread_key();
     struct frames *fs = frame_stacks.lookup(&key);
+    u32 d = 0;
+    struct frame *caller = NULL;
     if (!fs) {
         u32 zero = 0;
         struct frames *init = frames_init.lookup(&zero);
         if (!init)
             return 0;
-        init->depth = 0;
+        init->depth = 1;
         init->overflow = 0;
+        frame_head(&init->f[0], 0, NULL, func, skip);
+        init->f[0].func = 0xffff;  // no return matches it until it is filled
         frame_stacks.update(&key, init);
         fs = frame_stacks.lookup(&key);
-        if (!fs) {
-            // A softirq on this thread between the two calls pushed on the new
-            // stack, popped its last frame and deleted it: create it once more.
-            frame_stacks.update(&key, init);
-            fs = frame_stacks.lookup(&key);
-        }
         if (!fs) {
             count(CNT_FRAMES_FULL);
             return 0;
         }
+    } else {
+        d = fs->depth;
+        if (d >= MAX_DEPTH) {
+            fs->overflow += 1;
+            count(CNT_DEPTH_OVERFLOW);
+            return 0;
+        }
+        if (d)
+            caller = &fs->f[(d - 1) & DEPTH_MASK];
+        frame_head(&fs->f[d & DEPTH_MASK], d, caller, func, skip);
+        asm volatile("" ::: "memory");  // written before the claim
+        fs->depth = d + 1;
     }
-    u32 d = fs->depth;
-    if (d >= MAX_DEPTH) {
-        fs->overflow += 1;
-        count(CNT_DEPTH_OVERFLOW);
-        return 0;
-    }
-    // Claim the slot before filling it: a softirq that interrupts a
-    // trampoline program from here on pushes above it, and pops back to it.
-    fs->depth = d + 1;
     struct frame *f = &fs->f[d & DEPTH_MASK];
+    // Again: a softirq that came in before the claim used this slot itself.
+    frame_head(f, d, caller, func, skip);
     f->entry = bpf_ktime_get_ns();
     f->skb = skip ? 0 : skb;
-    f->stack_id = skip ? -1 : stack_of(ctx, want_stack);
     f->aux = aux;
     f->func = func;
     f->flags = flags;
     f->has_skb = !skip && skb != 0;
     f->skip = skip;
-    // A softirq root begins a context of its own; the others inherit theirs.
-    f->base = is_context(func) ? d : (d ? fs->f[(d - 1) & DEPTH_MASK].base : 0);
 #ifdef SKBPATH_AGGREGATE
-    u64 up = (d && f->base != d) ? fs->f[(d - 1) & DEPTH_MASK].path : 0;
-    // A filtered call is transparent: what runs inside it is its caller's.
-    f->path = skip ? up : path_of(up, func);
     f->child = 0;
 #endif
+    f->stack_id = skip ? -1 : stack_of(ctx, want_stack);
     return 0;
 }
 
@@ -710,7 +732,16 @@ static __always_inline void close_frame(struct frames *fs, u32 i, u64 now, u64 r
 // closing the frames above it as NO_RETURN, and emit it.  A return with no
 // such frame is counted.  The search is short and unrolled, so that the
 // verifier sees a handful of paths, not a loop per depth.
+//
+// It does not reach below the running context (a softirq's frames) into the
+// one it interrupted: a softirq's call whose entry program was skipped (a
+// trampoline already running on this CPU, in the task: bpf_missed) would
+// take the task's frame of the same function, end it early and close the
+// softirq's frames above it.  Only a context whose root began more than
+// STALE_CONTEXT_NS ago, which no live softirq does, is taken for one whose
+// return was missed, and searched through.
 #define SEARCH 4
+#define STALE_CONTEXT_NS 1000000000ULL
 static __always_inline int pop_result(u16 func, u64 result, u32 raux, u8 rflags)
 {
     u64 key = thread_key();
@@ -720,10 +751,23 @@ static __always_inline int pop_result(u16 func, u64 result, u32 raux, u8 rflags)
         return 0;
     }
     u32 d = fs->depth;
+    u64 now = bpf_ktime_get_ns();
+    u32 floor = 0;  // the lowest frame of the running context
+    if (d > 0 && d <= MAX_DEPTH) {
+        floor = fs->f[(d - 1) & DEPTH_MASK].base;
+        if (floor && now - fs->f[floor & DEPTH_MASK].entry > STALE_CONTEXT_NS)
+            floor = 0;
+    }
     u32 above = SEARCH;  // frames above the one found
 #pragma unroll
     for (u32 k = 0; k < SEARCH; k++) {
-        if (k < d && d <= MAX_DEPTH && fs->f[(d - 1 - k) & DEPTH_MASK].func == func) {
+        if (k >= d || d > MAX_DEPTH)
+            break;
+        u32 j = d - 1 - k;
+        if (j < floor)
+            break;  // below the running context
+        asm volatile("" : "+r"(j));  // keep the mask: the verifier needs it
+        if (fs->f[j & DEPTH_MASK].func == func) {
             above = k;
             break;
         }
@@ -735,7 +779,6 @@ static __always_inline int pop_result(u16 func, u64 result, u32 raux, u8 rflags)
             count(CNT_UNMATCHED);
         return 0;
     }
-    u64 now = bpf_ktime_get_ns();
 #pragma unroll
     for (u32 k = 0; k < SEARCH - 1; k++) {
         if (k >= above)

@@ -52,12 +52,14 @@ def summary_lines(s: Summary, svgs: Sequence[str] = ()) -> list[str]:
         out += textwrap.wrap(s.recorded_with, 88, initial_indent="  ", subsequent_indent="    ",
                              break_on_hyphens=False)[:3]
     filters = ", ".join(f"{k}={v}" for k, v in s.filters.items()) or "none"
-    out.append(f"  {s.events:,d} events over {fmt_ns(s.duration_ns)}; filters: {filters}")
-    if s.paths:
-        out.append("  " + "; ".join(f"{p}: {c.journeys:,d} journeys, {c.skbs:,d} skbs"
-                                    for p, c in s.paths.items()))
+    if s.aggregate_paths is not None:
+        out.append(f"  {s.events:,d} calls counted in the kernel on {s.aggregate_paths:,d} call "
+                   f"paths over {fmt_ns(s.duration_ns)}; filters: {filters}")
+        out.append("  no journeys: recorded with --aggregate")
     else:
-        out.append("  no journeys")
+        out.append(f"  {s.events:,d} events over {fmt_ns(s.duration_ns)}; filters: {filters}")
+        out.append("  " + "; ".join(f"{p}: {c.journeys:,d} journeys, {c.skbs:,d} skbs"
+                                    for p, c in s.paths.items()) if s.paths else "  no journeys")
     out.append("  " + _lost_text(s))
     if s.hot:
         what = "self time" if s.by_time else "calls"

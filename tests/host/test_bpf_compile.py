@@ -148,6 +148,33 @@ def test_aggregate_program_compiles(kernel_source: str, mode: str, filters: Filt
         bpf.cleanup()
 
 
+@pytest.mark.parametrize("aggregate", [False, True], ids=["events", "aggregate"])
+@pytest.mark.parametrize("filters", [Filters(), ALL_FILTERS], ids=["plain", "filters"])
+def test_kprobe_programs_pass_this_hosts_verifier(kernel_source: str, filters: Filters,
+                                                  aggregate: bool, tmp_path: Path) -> None:
+    """Kprobe programs load here (this host verifies them; it cannot attach them): push,
+    pop and the aggregation, with the masks and bounds a verifier needs (the lab kernels'
+    own verifiers, stricter, are the lab tests')."""
+    from bcc import BPF
+
+    if os.geteuid() != 0:
+        lab_unavailable("loading BPF needs root")
+
+    class Compiled(BPF):  # type: ignore[misc]
+        def _trace_autoload(self) -> None:
+            """Load by hand, without attaching."""
+
+    cflags = build_cflags(FUNCS, filters, "kprobe", None, netns=4026531840, aggregate=aggregate)
+    bpf = compile_bpf(Compiled, bpf_source(), cflags, kernel_source, lambda: None,
+                      str(tmp_path / "bcc.log"))
+    try:
+        for f in FUNCS.funcs:
+            for kind in ("entry", "exit"):
+                assert bpf.load_func(f"skbpath_{kind}_{f.id}".encode(), BPF.KPROBE).fd >= 0
+    finally:
+        bpf.cleanup()
+
+
 @pytest.mark.parametrize("filters", [PCAP, PCAP_ETHER], ids=["pcap", "pcap-ether"])
 def test_pcap_filter_passes_this_hosts_verifier(kernel_source: str, filters: Filters,
                                                 tmp_path: Path) -> None:

@@ -53,6 +53,8 @@ def _print_info(out: Console, path: str, contents: Any, summary: dict[str, int] 
         calls = sum(p["calls"] + p.get("no_return", 0) for p in paths)
         out.print(f"  aggregate: {calls:,d} calls counted in the kernel on {len(paths):,d} call "
                   "paths (--aggregate: a call tree, no journeys)")
+    elif h.get("aggregate"):
+        out.print("  aggregate: no call paths stored (the tracer stopped before it wrote any)")
     final = contents.end or contents.stats or {}
     lost = final.get("lost") or contents.stats.get("lost") or {}
     out.print("  lost: " + (", ".join(f"{m(k)}={v:,d}" for k, v in sorted(lost.items()))

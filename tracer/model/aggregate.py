@@ -10,8 +10,12 @@ max and a histogram in the model's own buckets (tracer/model/stats.py).
 This module turns rows into the same :class:`~.calltree.CallTree` that
 replaying per-call records builds, so every renderer draws both alike, and
 compares two snapshots of the rows for the live view (:func:`hottest`).
-Rows come from an untrusted trace too: a parent that is missing, or a chain
-of parents that loops or runs deeper than a real stack, is a bad record.
+A path whose parent is not in the trace (the kernel's map was full when
+the parent came, or the parent's entry program was skipped) is a root of
+its own and counted, as replay counts a call whose enclosing call was not
+recorded (``orphans``).  Rows come from an untrusted trace too: a path
+listed twice, or a chain of parents that loops or runs deeper than a real
+stack, is a bad record.
 """
 
 from __future__ import annotations
@@ -74,7 +78,10 @@ def rows_of(record: dict[str, Any]) -> list[PathRow]:
 
 
 def _chains(rows: Iterable[PathRow]) -> list[list[PathRow]]:
-    """Each row's chain from its root down to it; TraceFormatError for a broken chain."""
+    """Each row's chain from its root (or the first row whose parent is missing) down to it.
+
+    TraceFormatError for a row listed twice or a chain that loops.
+    """
     by_id: dict[int, PathRow] = {}
     for r in rows:
         if r.id in by_id:
@@ -86,8 +93,7 @@ def _chains(rows: Iterable[PathRow]) -> list[list[PathRow]]:
         while chain[-1].parent:
             parent = by_id.get(chain[-1].parent)
             if parent is None:
-                raise TraceFormatError(f"aggregate: call path {chain[-1].id:#x} names a parent "
-                                       f"{chain[-1].parent:#x} that is not in the trace")
+                break  # an orphan: see the module docstring
             if len(chain) >= MAX_PATH_DEPTH:
                 raise TraceFormatError(f"aggregate: call path {r.id:#x} is more than "
                                        f"{MAX_PATH_DEPTH} calls deep (or its parents loop)")
@@ -96,13 +102,16 @@ def _chains(rows: Iterable[PathRow]) -> list[list[PathRow]]:
     return out
 
 
-def add_rows(tree: CallTree, rows: Iterable[PathRow]) -> None:
-    """Add the call paths to ``tree`` as replaying their calls would have.
+def add_rows(tree: CallTree, rows: Iterable[PathRow]) -> int:
+    """Add the call paths to ``tree`` as replaying their calls would have; return the orphans.
 
     Distinct paths that end in the same function under the same node (a hash
     collision, or a filtered call between them) are one node, as in replay.
+    An orphan (its parent is not in the rows) is a root, and so is what
+    runs below it.
     """
-    for chain in _chains(rows):
+    chains = _chains(rows)
+    for chain in chains:
         node = tree.roots.get(chain[0].func)
         if node is None:
             node = tree.roots[chain[0].func] = Node(chain[0].func, None)
@@ -112,6 +121,7 @@ def add_rows(tree: CallTree, rows: Iterable[PathRow]) -> None:
                 child = node.children[r.func] = Node(r.func, node)
             node = child
         _add(tree, node, chain[-1])
+    return sum(1 for c in chains if len(c) == 1 and c[0].parent)
 
 
 def _add(tree: CallTree, node: Node, r: PathRow) -> None:

@@ -255,6 +255,7 @@ class Model:
         # --aggregate traces: calls the kernel counted per call path (no journeys).
         self.aggregate = False
         self.aggregated_calls = 0
+        self.aggregate_orphans = 0  # call paths whose parent was not stored
         self.finished = False
 
     def _journey_done(self, j: Journey) -> None:
@@ -295,7 +296,7 @@ class Model:
     def feed_aggregate(self, rows: list[PathRow]) -> None:
         """Take the call paths an ``--aggregate`` trace counted (its last AGGREGATE record)."""
         self.aggregate = True
-        add_rows(self.calltree, rows)
+        self.aggregate_orphans += add_rows(self.calltree, rows)
         self.aggregated_calls += sum(r.calls + r.no_return for r in rows)
 
     def finish(self) -> None:
@@ -329,7 +330,7 @@ class Model:
             "lost_exits": n.no_return - p.open_at_end,
             "too_deep": p.too_deep,
             "open_at_end": p.open_at_end,
-            "orphans": n.orphans,
+            "orphans": n.orphans + self.aggregate_orphans,
             "journeys": js.started,
             "journeys_freed": js.freed,
             "journeys_timed_out": js.timed_out,

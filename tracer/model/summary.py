@@ -53,6 +53,7 @@ class Summary:
     lost_returns: int
     by_time: bool
     open_at_stop: int = 0  # calls still running when the trace stopped
+    aggregate_paths: int | None = None  # --aggregate: call paths counted in the kernel
     hot: list[HotPath] = field(default_factory=list)
     drops: list[tuple[str, int]] = field(default_factory=list)
     slowest_journey: int | None = None
@@ -93,6 +94,11 @@ def summarize(rep: Replay) -> Summary:
         open_at_stop=open_at_stop,
         by_time=by_time,
     )
+    agg = rep.contents.aggregate
+    if rep.model.aggregate and agg is not None:
+        s.aggregate_paths = len(agg.get("paths", []))
+        s.events = model["calls"]
+        s.duration_ns = int(agg.get("seconds", 0) * 1e9)
     s.hot = hot_paths(rep, by_time)
     if s.hot:
         s.hottest_function = s.hot[0].names[-1]

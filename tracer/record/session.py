@@ -10,6 +10,11 @@ left, then the journeys and call tree are built by replaying the written
 file through the model (not while the kernel is producing), and END is
 written with the model's summary.
 
+With ``--aggregate`` nothing comes through the ring buffer: once a second
+the back end reads the kernel's call paths for the live view, and every
+AGGREGATE_SECONDS and at the stop they go into an AGGREGATE record
+(cumulative, the last one wins).
+
 Back ends (tracer/record/bpf/backend.py, tracer/record/tracefs/backend.py)
 implement :class:`Backend`: attach, drain, new stacks and tasks, stats
 (the loss counters), detach, close.
@@ -267,7 +272,11 @@ class Session:
                     b.close()
             # The kernel is done: now the model, from what was written.
             fh.flush()
+            start = time.monotonic()
             summary = replay_summary(opts.output)
+            fields = b.end_fields()
+            # Under emulation replaying a large trace takes a while too: kept with the rest.
+            fields.setdefault("timings", {})["model_s"] = round(time.monotonic() - start, 3)
             writer.write_json(STATS, stats)
             end = {
                 **stats,
@@ -275,7 +284,7 @@ class Session:
                 "duration_s": round(elapsed, 3),
                 "model": summary,
                 "attach_failures": [list(f) for f in b.attach_failures],
-                **b.end_fields(),
+                **fields,
             }
             writer.write_json(END, end)
             writer.close()

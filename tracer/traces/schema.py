@@ -309,7 +309,7 @@ _END = Obj({
     "model": _COUNTS, "attach_failures": List(OneOf(List(Str(MAX_TEXT), 2), _NAMED_REASON)),
     "unparsed_lines": Int(), "orphan_stacks": Int(), "drop_reasons": _REASON_NAMES,
     # Seconds the recorder spent compiling, attaching and detaching.
-    "timings": Obj({k: Float() for k in ("compile_s", "attach_s", "detach_s")}),
+    "timings": Obj({k: Float() for k in ("compile_s", "attach_s", "detach_s", "model_s")}),
 })
 _STACKS = Obj({"stacks": Map(List(Str(MAX_NAME), 1024), int_keys=(-(1 << 31), (1 << 31) - 1))})
 _TASKS = Obj({"tasks": Map(Str(64), int_keys=(0, 0xFFFFFFFF))})
