@@ -12,7 +12,7 @@ PY := $(VENV)/bin/python
 # setup once Debian drops it.  Patterns: 6.1.0-57-amd64, 6.12.117+deb12-amd64.
 LAB_KERNELS := '6\.1\.0-[0-9]+' '6\.12\.[0-9]+\+deb[0-9]+'
 APT_PACKAGES := qemu-system-x86 \
-	python3-bpfcc bpfcc-tools python3-venv iperf3 graphviz busybox-static iproute2 iputils-ping gcc nftables \
+	python3-bpfcc bpfcc-tools python3-venv iperf3 graphviz busybox-static iproute2 iputils-ping gcc nftables bpftrace \
 	chromium chromium-driver libpcap0.8
 OUT := out
 
@@ -86,7 +86,8 @@ test: setup lint
 bench: setup
 	$(PY) bench/run.py
 
-# Boots the lab: untraced vs traced iperf3, alternating (root, minutes).
+# Boots the lab: iperf3 untraced, under skbpath trace (events, --aggregate) and under
+# bpftrace, in alternating rounds (root, about 20 minutes; BENCH_MODES, BENCH_RUNS).
 bench-lab: setup
 	$(PY) bench/lab_throughput.py
 

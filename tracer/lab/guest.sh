@@ -159,14 +159,102 @@ stop_tracer() {
 # shellcheck disable=SC2086
 eval "set -- $SKBPATH_TRACE_ARGS"
 if [ "${SKBPATH_MODE:-trace}" = bench ]; then
-    # Alternate untraced and traced runs of the same transfer.
+    # Rounds of the same transfer: untraced, then under each of
+    # SKBPATH_BENCH_MODES in turn (events: skbpath trace -> traced-N.*;
+    # aggregate: skbpath trace --aggregate -> aggregate-N.*; bpftrace: kprobe
+    # latency histograms on the functions the first events trace attached ->
+    # bpftrace-N.*), so that drift in the emulator hits every mode alike.
+    # NAME-N.cpu holds the tracer's utime+stime ticks (all threads) once its
+    # probes are attached and again just before it is stopped: its own cost
+    # while tracing, not bcc's compile nor the replay after detaching.
+    bench_iperf() { "${run_traffic[@]}" "iperf3 -c $PEER -t $SKBPATH_BENCH_SECONDS -J" >"$1"; }
+    # cpu_ticks PID: "COMM TICKS CLK_TCK" (fields 14 and 15 of stat, after the comm).
+    cpu_ticks() {
+        local f
+        read -r -a f < <(sed 's/.*) //' "/proc/$1/stat")
+        echo "$(cat "/proc/$1/comm") $((f[11] + f[12])) $(getconf CLK_TCK)"
+    }
+    # bench_stop PID CPUFILE: the CPU reading, then SIGINT and wait.
+    bench_stop() {
+        sleep 1
+        cpu_ticks "$1" >>"$2"
+        kill -INT "$1"
+        wait "$1"
+        say "lab: tracer exited with $?"
+    }
+    # bench_bpftrace ROUND: the transfer under bpftrace (kprobe + kretprobe
+    # per symbol, one hist per function; script from bench/lab_throughput.py).
+    bench_bpftrace() {
+        local i=$1 bt="$outdir/bench.bt" out="$outdir/bpftrace-$i.txt"
+        if [ ! -s "$bt" ]; then
+            "$SKBPATH_PY" "$SKBPATH_ROOT/bench/lab_throughput.py" --bpftrace-script \
+                "$outdir/traced-1.skbtrace" >"$bt" || { say "lab: no bpftrace script"; return 1; }
+        fi
+        local want
+        want=$((2 * $(grep -c '^kprobe:' "$bt")))
+        bpftrace "$bt" >"$out" 2>"$outdir/bpftrace-$i.err" &
+        local bt_pid=$!
+        # Attached once every kprobe and kretprobe has its fd (perf event or
+        # BPF link): bpftrace prints nothing when it is done attaching.
+        { set +x; } 2>/dev/null
+        local deadline=$((SECONDS + ${SKBPATH_READY_TIMEOUT:-600})) n=0
+        while [ $SECONDS -lt $deadline ] && kill -0 "$bt_pid" 2>/dev/null; do
+            n=$(find "/proc/$bt_pid/fd" -lname 'anon_inode:*perf_event*' 2>/dev/null | wc -l)
+            [ "$n" -ge "$want" ] && break
+            sleep 0.5
+        done
+        # Its output buffers have perf event fds too: wait until the count settles.
+        local last=-1
+        while [ "$n" != "$last" ] && kill -0 "$bt_pid" 2>/dev/null; do
+            last=$n
+            sleep 1
+            n=$(find "/proc/$bt_pid/fd" -lname 'anon_inode:*perf_event*' 2>/dev/null | wc -l)
+        done
+        set -x
+        if [ "$n" -lt "$want" ]; then
+            say "lab: bpftrace did not attach ($n of $want probes): $(tail -3 "$outdir/bpftrace-$i.err")"
+            kill -INT "$bt_pid" 2>/dev/null
+            wait "$bt_pid"
+            return 1
+        fi
+        say "lab: bpftrace attached $n probes"
+        cpu_ticks "$bt_pid" >"$outdir/bpftrace-$i.cpu"
+        bench_iperf "$outdir/bpftrace-$i.json"
+        bench_stop "$bt_pid" "$outdir/bpftrace-$i.cpu"
+    }
+    # A mode whose tracer does not start is dropped from the later rounds (the
+    # others go on: one failing mode costs one compile, not the boot); the
+    # host reports it as not run.
+    read -r -a modes <<<"${SKBPATH_BENCH_MODES:-events}"
     for i in $(seq "$SKBPATH_BENCH_RUNS"); do
-        "${run_traffic[@]}" "iperf3 -c $PEER -t $SKBPATH_BENCH_SECONDS -J" >"$outdir/plain-$i.json"
-        start_tracer "$outdir/traced-$i.skbtrace" "$SKBPATH_TRAFFIC" "$@" || exit 1
-        "${run_traffic[@]}" "iperf3 -c $PEER -t $SKBPATH_BENCH_SECONDS -J" >"$outdir/traced-$i.json"
-        stop_tracer
+        say "lab: bench round $i of $SKBPATH_BENCH_RUNS: ${modes[*]}"
+        bench_iperf "$outdir/plain-$i.json"
+        kept=()
+        for mode in "${modes[@]}"; do
+            case $mode in
+            events) name=traced extra=() ;;
+            aggregate) name=aggregate extra=(--aggregate) ;;
+            bpftrace) name=bpftrace ;;
+            *) say "lab: unknown bench mode $mode"; exit 1 ;;
+            esac
+            if [ "$mode" = bpftrace ]; then
+                bench_bpftrace "$i" || { say "lab: bench mode $mode failed: dropped"; continue; }
+            else
+                if ! start_tracer "$outdir/$name-$i.skbtrace" "$SKBPATH_TRAFFIC" "${extra[@]}" "$@"; then
+                    say "lab: bench mode $mode failed: dropped"
+                    continue
+                fi
+                cpu_ticks "$tracer" >"$outdir/$name-$i.cpu"
+                bench_iperf "$outdir/$name-$i.json"
+                bench_stop "$tracer" "$outdir/$name-$i.cpu"
+            fi
+            kept+=("$mode")
+        done
+        modes=("${kept[@]}")
     done
-    cp "$outdir/traced-1.skbtrace" "$outdir/trace.skbtrace"
+    for f in traced-1 aggregate-1; do
+        [ -s "$outdir/$f.skbtrace" ] && { cp "$outdir/$f.skbtrace" "$outdir/trace.skbtrace"; break; }
+    done
 elif [ "${SKBPATH_MODE:-trace}" = attach-bench ]; then
     # The same rr exchanges untraced and under each attach mode, in turn.
     rr_client="\"\$SKBPATH_PY\" -m skbpath.tracer.lab.rr client $PEER $SKBPATH_BENCH_EXCHANGES"

@@ -159,6 +159,9 @@ class LabOptions:
     # rr exchanges untraced and under each BPF attach mode, alternating; "bench" alternates
     # untraced and traced iperf3 runs and keeps everything in the work dir.
     mode: str = "trace"
+    # Bench mode: the tracers each round runs after its untraced run, in order
+    # (events, aggregate, bpftrace: see guest.sh); bpftrace needs events before it.
+    bench_modes: str = "events"
     bench_runs: int = 3
     bench_seconds: int = 5
     bench_exchanges: int = 1000
@@ -334,6 +337,7 @@ def _boot(opts: LabOptions, scenarios: list[Scenario],
             "SKBPATH_NIC_DRIVER": NICS[opts.nic][1],
             "PEER_ADDR": PEER_ADDRS[opts.topology],
             "SKBPATH_MODE": opts.mode,
+            "SKBPATH_BENCH_MODES": opts.bench_modes,
             "SKBPATH_BENCH_RUNS": str(opts.bench_runs),
             "SKBPATH_BENCH_SECONDS": str(opts.bench_seconds),
             "SKBPATH_BENCH_EXCHANGES": str(opts.bench_exchanges),
