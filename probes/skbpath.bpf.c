@@ -64,9 +64,9 @@
 // In aggregation mode (SKBPATH_AGGREGATE) the same frames are kept, but a
 // closed call is added to the counters of its call path instead of going
 // out: the path is a 64-bit hash of the caller's path and the function
-// (a context root starts a path of its own), and agg_paths holds, per path
-// and per CPU, the calls, their inclusive and self time, min and max, and a
-// log-linear histogram with the model's buckets (tracer/model/stats.py).
+// (a context root starts a path of its own), and agg_paths holds, per path,
+// the calls, their inclusive and self time, min and max, and a log-linear
+// histogram with the model's buckets (tracer/model/stats.py).
 // User space reads it once a second (tracer/record/bpf/aggregate.py).
 
 #include <uapi/linux/ptrace.h>
@@ -536,10 +536,12 @@ struct agg_path {
     u32 pad;
     u32 hist[AGG_HIST];
 };
-// Per CPU, so that no update races another CPU's (min and max included);
-// allocated as paths appear, not up front (a value is 2.4 KB per CPU).
-BPF_F_TABLE("percpu_hash", u64, struct agg_path, agg_paths, AGG_PATHS, BPF_F_NO_PREALLOC);
-// A zeroed value to create a path from: too big for the BPF stack.
+// One value per path for all CPUs, counted with atomic adds, and allocated
+// up front (17 MB for 8,192 paths): a per-CPU map costs that per CPU, and
+// one allocated as paths appear failed when many came at once (the kernel
+// refills its element cache later), 347 calls in a 5 s bulk transfer.
+BPF_HASH(agg_paths, u64, struct agg_path, AGG_PATHS);
+// The value a new path starts from: too big for the BPF stack.
 BPF_PERCPU_ARRAY(agg_init, struct agg_path, 1);
 
 static __always_inline u64 path_of(u64 parent, u16 func)
@@ -576,9 +578,13 @@ static __always_inline void aggregate(struct frames *fs, u32 i, struct frame *f,
     struct agg_path *a = agg_paths.lookup(&key);
     if (!a) {
         u32 zero = 0;
-        struct agg_path *init = agg_init.lookup(&zero);  // never written: zeros
+        struct agg_path *init = agg_init.lookup(&zero);  // only these fields are ever set
         if (!init)
             return;
+        // The caller's path, as push() derived this one: none for a context root.
+        init->parent = (i > 0 && f->base != i) ? fs->f[(i - 1) & DEPTH_MASK].path : 0;
+        init->func = f->func;
+        init->min = ~0ULL;
         agg_paths.insert(&key, init);  // fails if another CPU made it first: fine
         a = agg_paths.lookup(&key);
         if (!a) {
@@ -586,30 +592,26 @@ static __always_inline void aggregate(struct frames *fs, u32 i, struct frame *f,
             return;
         }
     }
-    if (!a->calls && !a->no_return) {
-        // This CPU's first call on the path (each CPU has its own value).
-        // The caller's path, as push() derived this one: none for a context root.
-        a->parent = (i > 0 && f->base != i) ? fs->f[(i - 1) & DEPTH_MASK].path : 0;
-        a->func = f->func;
-    }
     if (no_return) {
-        a->no_return += 1;
+        __sync_fetch_and_add(&a->no_return, 1);
         return;
     }
     u64 dur = now - f->entry;
-    if (!a->calls || dur < a->min)
+    // Plain stores: two CPUs racing on one path's extreme may keep the less
+    // extreme of their two values (both real); the counts are exact.
+    if (dur < a->min)
         a->min = dur;
     if (dur > a->max)
         a->max = dur;
-    a->calls += 1;
-    a->total += dur;
-    a->self += dur > f->child ? dur - f->child : 0;
+    __sync_fetch_and_add(&a->calls, 1);
+    __sync_fetch_and_add(&a->total, dur);
+    __sync_fetch_and_add(&a->self, dur > f->child ? dur - f->child : 0);
     u32 b = agg_bucket(dur);
     // Masked after an empty asm: the compiler knows agg_bucket's clamp and
     // would drop a mask or check, and 6.1's verifier loses that clamp's bound
     // (it compares a copy of the register), so it refused the load.
     asm volatile("" : "+r"(b));
-    a->hist[b & (AGG_HIST - 1)] += 1;
+    __sync_fetch_and_add(&a->hist[b & (AGG_HIST - 1)], 1);
     if (i > 0 && f->base != i)
         fs->f[(i - 1) & DEPTH_MASK].child += dur;
 }

@@ -132,31 +132,33 @@ def test_the_live_view_names_paths_with_their_direction() -> None:
     assert table.row_count == 1 and "lost 0" in str(table.title)
 
 
-def percpu(values: list[dict[str, Any]]) -> bytes:
-    """Per-CPU struct agg_path values, as the kernel hands out one path's."""
-    arr = np.zeros(len(values), dtype=AGG_DTYPE)
-    for i, v in enumerate(values):
-        for k, x in v.items():
-            if k == "hist":
-                for b, n in x.items():
-                    arr[i]["hist"][b] = n
-            else:
-                arr[i][k] = x
-    return arr.tobytes()
+def agg_value(fields: dict[str, Any]) -> bytearray:
+    """One struct agg_path, as the kernel's map hands it out."""
+    v = np.zeros(1, dtype=AGG_DTYPE)
+    for k, x in fields.items():
+        if k == "hist":
+            for b, n in x.items():
+                v[0]["hist"][b] = n
+        else:
+            v[0][k] = x
+    return bytearray(v.tobytes())
 
 
-def test_per_cpu_values_are_summed_and_named_by_a_cpu_that_counted() -> None:
+def test_map_values_become_rows() -> None:
     assert AGG_DTYPE.itemsize == 7 * 8 + 8 + AGG_HIST * 4  # struct agg_path
-    # CPU 0 never ran the path (its value is zeros, parent and function too).
-    value = percpu([{}, {"parent": 7, "func": 3, "calls": 2, "total": 300, "self": 100,
-                         "min": 100, "max": 200, "hist": {bucket_of(100): 1, bucket_of(200): 1}},
-                    {"parent": 7, "func": 3, "calls": 1, "no_return": 1, "total": 50,
-                     "self": 50, "min": 50, "max": 50, "hist": {bucket_of(50): 1}}])
-    idle = percpu([{}, {}])
-    rows = read_paths([(ctypes.c_uint64(9), bytearray(value)), (ctypes.c_uint64(5), idle)])
-    assert rows == [PathRow(9, 7, 3, 3, 1, 350, 150, 50, 200,
-                            tuple(sorted({bucket_of(50): 1, bucket_of(100): 1,
-                                          bucket_of(200): 1}.items())))]
+    counted = agg_value({"parent": 7, "func": 3, "calls": 3, "no_return": 1, "total": 350,
+                         "self": 150, "min": 50, "max": 200,
+                         "hist": {bucket_of(50): 1, bucket_of(100): 1, bucket_of(200): 1}})
+    # Inserted, not counted yet (a read between the insert and the first add).
+    fresh = agg_value({"parent": 7, "func": 4, "min": 2**64 - 1})
+    # Only calls still open: the kernel's "no minimum yet" is not a latency.
+    open_only = agg_value({"parent": 9, "func": 5, "no_return": 2, "min": 2**64 - 1})
+    rows = read_paths([(ctypes.c_uint64(9), counted), (ctypes.c_uint64(5), fresh),
+                       (ctypes.c_uint64(11), open_only)])
+    assert rows == [
+        PathRow(9, 7, 3, 3, 1, 350, 150, 50, 200,
+                tuple(sorted({bucket_of(50): 1, bucket_of(100): 1, bucket_of(200): 1}.items()))),
+        PathRow(11, 9, 5, 0, 2)]
 
 
 @dataclasses.dataclass

@@ -140,7 +140,7 @@ def test_aggregate_program_compiles(kernel_source: str, mode: str, filters: Filt
         assert not missing
         # The aggregation map is in the program, with the layout user space reads.
         table = bpf["agg_paths"]
-        leaf = table.sLeaf
+        leaf = table.Leaf
         assert [n for n, _ in leaf._fields_][:8] == [
             "parent", "calls", "no_return", "total", "self", "min", "max", "func"]
         assert len(leaf().hist) == 512

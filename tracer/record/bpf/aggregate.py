@@ -1,11 +1,12 @@
 """Reading ``--aggregate``'s call paths out of the kernel (the ``agg_paths`` map).
 
-The BPF program keeps one value per call path and per CPU (struct agg_path
-in probes/skbpath.bpf.c).  Each read copies every value out once, views it
-as a numpy structured array and sums the CPUs: a few hundred paths cost a
-few milliseconds, so user space can read once a second while the kernel
-counts.  The calls still open when the trace stops join their paths as
-``no_return``, as the kernel would have counted them.
+The BPF program keeps one value per call path (struct agg_path in
+probes/skbpath.bpf.c), counted by every CPU with atomic adds.  Each read
+copies every value out once (bcc's batch lookup) and views it as a numpy
+structured array: a few hundred paths cost a few milliseconds, so user
+space can read once a second while the kernel counts.  The calls still
+open when the trace stops join their paths as ``no_return``, as the kernel
+would have counted them.
 """
 
 from __future__ import annotations
@@ -26,33 +27,30 @@ AGG_DTYPE = np.dtype([
 ])
 
 
-def row_from_cpus(path: int, cpus: np.ndarray) -> PathRow | None:
-    """One path's row from its per-CPU values (an AGG_DTYPE array); None if none counted yet.
+def row_of(path: int, v: np.void) -> PathRow | None:
+    """One path's row from its value (an AGG_DTYPE record); None if nothing counted yet.
 
-    Each CPU writes the path's parent and function into its own value at
-    its first call there, so they are read from a CPU that counted.
+    A path is inserted before its first call is counted, so a read can see
+    it empty for a moment.
     """
-    used = cpus[(cpus["calls"] > 0) | (cpus["no_return"] > 0)]
-    if not len(used):
+    calls, no_return = int(v["calls"]), int(v["no_return"])
+    if not calls and not no_return:
         return None
-    returned = used[used["calls"] > 0]
-    hist = used["hist"].sum(axis=0, dtype=np.uint64)
-    buckets = np.nonzero(hist)[0]
+    hist = v["hist"]
     return PathRow(
-        id=path, parent=int(used["parent"][0]), func=int(used["func"][0]),
-        calls=int(used["calls"].sum()), no_return=int(used["no_return"].sum()),
-        total_ns=int(used["total"].sum()), self_ns=int(used["self"].sum()),
-        min_ns=int(returned["min"].min()) if len(returned) else 0,
-        max_ns=int(returned["max"].max()) if len(returned) else 0,
-        hist=tuple((int(b), int(hist[b])) for b in buckets))
+        id=path, parent=int(v["parent"]), func=int(v["func"]), calls=calls,
+        no_return=no_return, total_ns=int(v["total"]), self_ns=int(v["self"]),
+        # A path with no returned call still has the kernel's "no minimum yet".
+        min_ns=int(v["min"]) if calls else 0, max_ns=int(v["max"]) if calls else 0,
+        hist=tuple((int(b), int(hist[b])) for b in np.nonzero(hist)[0]))
 
 
 def read_paths(items: Iterable[tuple[Any, Any]]) -> list[PathRow]:
-    """The rows of ``agg_paths`` items: (key, per-CPU value array) as bcc hands them out."""
+    """The rows of ``agg_paths`` items, (key, struct agg_path) as bcc hands them out, by id."""
     rows = []
     for key, value in items:
-        cpus = np.frombuffer(memoryview(value).cast("B"), dtype=AGG_DTYPE)
-        row = row_from_cpus(int(getattr(key, "value", key)), cpus)
+        v = np.frombuffer(memoryview(value).cast("B"), dtype=AGG_DTYPE)[0]
+        row = row_of(int(getattr(key, "value", key)), v)
         if row is not None:
             rows.append(row)
     rows.sort(key=lambda r: r.id)
