@@ -15,6 +15,7 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from skbpath.probes.catalog import bpf_source
@@ -144,8 +145,26 @@ def test_aggregate_program_compiles(kernel_source: str, mode: str, filters: Filt
         assert [n for n, _ in leaf._fields_][:8] == [
             "parent", "calls", "no_return", "total", "self", "min", "max", "func"]
         assert len(leaf().hist) == 512
+        if mode == "kprobe" and os.geteuid() == 0:
+            _check_batch_read(table)
     finally:
         bpf.cleanup()
+
+
+def _check_batch_read(table: Any) -> None:
+    """The recorder's batch read of agg_paths (on this host's kernel) sees what a key
+    by key read sees, for more paths than one batch step of a hash bucket holds."""
+    from bcc.libbcc import lib
+    from skbpath.tracer.record.bpf.aggregate import lookup_all, paths_of_arrays, read_paths
+
+    for i in range(1, 301):
+        v = table.Leaf()
+        v.parent, v.func, v.calls, v.total, v.min, v.max = i - 1, i % 7, i, 10 * i, i, 2 * i
+        v.hist[i % 512] = i
+        table[table.Key(i * 0x9E3779B97F4A7C15 % 2**64)] = v
+    arrays = lookup_all(table.map_fd, table.max_entries, lib.bpf_lookup_batch)
+    assert arrays is not None and len(arrays[0]) == 300
+    assert paths_of_arrays(*arrays) == read_paths(table.items())
 
 
 @pytest.mark.parametrize("aggregate", [False, True], ids=["events", "aggregate"])

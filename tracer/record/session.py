@@ -317,6 +317,7 @@ class Session:
         b, opts = self.backend, self.opts
         start = self.started = time.monotonic()
         last_flush = last_meta = last_live = last_agg = start
+        lost = losses(b.stats()["lost"]) if opts.aggregate else 0  # as the last STATS says
         while not stop.requested:
             blob = b.drain(0.05)
             if blob:
@@ -336,11 +337,12 @@ class Session:
                     self._write_aggregate(writer, rows)
                     last_agg = now
                 if self.live:
-                    self.live(rows, now - start, losses(b.stats()["lost"]))
+                    self.live(rows, now - start, lost)
             if now - last_meta >= META_SECONDS:
                 stats = b.stats()
                 writer.write_json(STATS, stats)
                 last_meta = now
+                lost = losses(stats["lost"])
                 if self.progress:
-                    self.progress(writer.events_written, losses(stats["lost"]), now - start)
+                    self.progress(writer.events_written, lost, now - start)
         return time.monotonic() - start

@@ -2,8 +2,8 @@
 
 The BPF program keeps one value per call path (struct agg_path in
 probes/skbpath.bpf.c), counted by every CPU with atomic adds.  Each read
-copies every value out once (bcc's batch lookup) and views it as a numpy
-structured array: a few hundred paths cost a few milliseconds, so user
+copies every value out at once (BPF_MAP_LOOKUP_BATCH into a numpy
+structured array): a few hundred paths cost a few milliseconds, so user
 space can read once a second while the kernel counts.  The calls still
 open when the trace stops join their paths as ``no_return``, as the kernel
 would have counted them.
@@ -11,8 +11,11 @@ would have counted them.
 
 from __future__ import annotations
 
+import ctypes as ct
 import dataclasses
-from collections.abc import Iterable
+import errno
+import os
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -43,6 +46,45 @@ def row_of(path: int, v: np.void) -> PathRow | None:
         # A path with no returned call still has the kernel's "no minimum yet".
         min_ns=int(v["min"]) if calls else 0, max_ns=int(v["max"]) if calls else 0,
         hist=tuple((int(b), int(hist[b])) for b in np.nonzero(hist)[0]))
+
+
+def lookup_all(fd: int, max_entries: int, lookup_batch: Callable[..., int]
+               ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Every key and value of the map, by BPF_MAP_LOOKUP_BATCH straight into numpy arrays.
+
+    ``lookup_batch`` is libbpf's ``bpf_map_lookup_batch`` (bcc's ``lib.bpf_lookup_batch``).
+    None where the kernel has no batch lookup (EINVAL: before 5.6).  Not bcc's
+    items_lookup_batch: it passes one variable as both the batch token and the
+    count, so a read while the kernel adds paths stopped early (4 paths of 131
+    were seen once), and it builds a ctypes object per value.
+    """
+    keys = np.empty(max_entries, dtype="<u8")
+    values = np.empty(max_entries, dtype=AGG_DTYPE)
+    token_in, token_out = ct.c_uint32(0), ct.c_uint32(0)
+    total = 0
+    while total < max_entries:
+        count = ct.c_uint32(max_entries - total)
+        res = lookup_batch(fd, ct.byref(token_in) if total else None, ct.byref(token_out),
+                           keys.ctypes.data + total * keys.itemsize,
+                           values.ctypes.data + total * values.itemsize, ct.byref(count))
+        err = ct.get_errno()
+        total += count.value
+        if res != 0:
+            if err == errno.ENOENT:
+                break  # the whole map was read
+            if err == errno.EINVAL and not total:
+                return None
+            raise OSError(err, f"BPF_MAP_LOOKUP_BATCH: {os.strerror(err)}")
+        if not count.value:
+            break
+        token_in.value = token_out.value
+    return keys[:total], values[:total]
+
+
+def paths_of_arrays(keys: np.ndarray, values: np.ndarray) -> list[PathRow]:
+    """The rows of the map's keys and values (as :func:`lookup_all` returns them), by id."""
+    rows = [row_of(int(k), v) for k, v in zip(keys.tolist(), values, strict=True)]
+    return sorted((r for r in rows if r is not None), key=lambda r: r.id)
 
 
 def read_paths(items: Iterable[tuple[Any, Any]]) -> list[PathRow]:

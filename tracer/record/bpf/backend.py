@@ -23,7 +23,12 @@ from skbpath.tracer.kernel.info import KernelInfo
 from skbpath.tracer.kernel.symbols import clean_stack, strip_bpf_tracepoint_frames
 from skbpath.tracer.model.aggregate import PathRow
 from skbpath.tracer.record.attach import FentryPlan
-from skbpath.tracer.record.bpf.aggregate import add_open_calls, read_paths
+from skbpath.tracer.record.bpf.aggregate import (
+    add_open_calls,
+    lookup_all,
+    paths_of_arrays,
+    read_paths,
+)
 from skbpath.tracer.record.bpf.frames import open_frame_records
 from skbpath.tracer.record.bpf.progstats import recursion_misses
 from skbpath.tracer.record.bpf.ringbuf import RingReader, map_fd_size
@@ -226,12 +231,11 @@ class BccBackend:
         """
         if self.final_rows is not None:
             return self.final_rows
+        from bcc.libbcc import lib
+
         table = self.bpf["agg_paths"]
-        try:
-            items = list(table.items_lookup_batch())  # one syscall per batch
-        except Exception:  # bcc raises bare Exception where the kernel lacks batch ops
-            items = list(table.items())
-        rows = read_paths(items)
+        arrays = lookup_all(table.map_fd, table.max_entries, lib.bpf_lookup_batch)
+        rows = paths_of_arrays(*arrays) if arrays else read_paths(table.items())
         if self.detached and not self.open_read:
             self.open_read = True
             opened, empty = add_open_calls(rows, self.bpf["frame_stacks"].items())
