@@ -84,7 +84,7 @@ def _backend(monkeypatch: pytest.MonkeyPatch, broken: set[str]) -> tuple[backend
     monkeypatch.setattr(backend, "compile_program", compile_program)
     monkeypatch.setattr(backend, "map_fd_size", lambda fd: 0)
     monkeypatch.setattr(RingReader, "from_map_fd", classmethod(lambda cls, *a: None))
-    monkeypatch.setattr(backend, "recursion_misses", lambda fds: 0)
+    monkeypatch.setattr(backend, "misses_by_program", lambda progs: {})
     kernel = KernelInfo(release="6.1.0-test", traceable={}, kallsyms=set(), has_kprobes=True,
                         has_btf=True, has_headers=True, has_fentry=True, tracefs="/nonexistent")
     plan = FentryPlan(fentry={0: "tcp_sendmsg", 1: "ip_rcv"},
@@ -143,3 +143,13 @@ def test_symbols_are_read_again_when_a_module_loads(tmp_path: Any) -> None:
         assert -1 not in FakeSymbols._sym_caches and 7 in FakeSymbols._sym_caches
     finally:
         backend.modules_loaded = real
+
+
+def test_skipped_programs_are_named_by_function_and_end() -> None:
+    names = {3: "ip_rcv", 12: "net_dev_xmit"}.__getitem__
+    assert backend.program_label("kfunc__ip_finish_output2", names) == "ip_finish_output2 entry"
+    assert backend.program_label("kretfunc__tcp_v4_rcv", names) == "tcp_v4_rcv return"
+    assert backend.program_label("skbpath_entry_3", names) == "ip_rcv entry"
+    assert backend.program_label("skbpath_exit_3", names) == "ip_rcv return"
+    assert backend.program_label("skbpath_tp_12", names) == "net_dev_xmit hit"
+    assert backend.program_label("something_else", names) == "something_else"

@@ -66,6 +66,12 @@ def _print_info(out: Console, path: str, contents: Any, summary: dict[str, int] 
         more = f" (and {len(top) - 8} more functions)" if len(top) > 8 else ""
         out.print("  empty: " + ", ".join(f"{_count_text(n)} {m(name)}" for name, n in top[:8])
                   + f" calls with no packet{more}: counted in the kernel, not recorded")
+    missed = final.get("bpf_missed_by") or contents.stats.get("bpf_missed_by") or {}
+    if missed:
+        # Which programs the kernel skipped (bpf_missed): one already ran on that CPU.
+        top = sorted(missed.items(), key=lambda kv: (-kv[1], kv[0]))
+        out.print("  bpf_missed: " + ", ".join(f"{m(name)} {n:,d}" for name, n in top[:8])
+                  + (f" (and {len(top) - 8} more)" if len(top) > 8 else ""))
     if contents.end is None:
         out.print("  [yellow]no end record: the tracer did not stop cleanly[/yellow]")
     if contents.truncated and contents.damaged:

@@ -302,9 +302,11 @@ def _header(version: int) -> Obj:
     }, ("format", "functions"))
 
 
-_STATS = Obj({"lost": _COUNTS, "empty_calls": _COUNTS})
+# bpf_missed_by: the kernel's skipped programs per function and end ("ip_rcv entry").
+_STATS = Obj({"lost": _COUNTS, "empty_calls": _COUNTS, "bpf_missed_by": _COUNTS})
 _END = Obj({
-    "lost": _COUNTS, "empty_calls": _COUNTS, "events": Int(), "duration_s": Float(),
+    "lost": _COUNTS, "empty_calls": _COUNTS, "bpf_missed_by": _COUNTS, "events": Int(),
+    "duration_s": Float(),
     # The live tracers write [name, reason] pairs; objects are accepted too.
     "model": _COUNTS, "attach_failures": List(OneOf(List(Str(MAX_TEXT), 2), _NAMED_REASON)),
     "unparsed_lines": Int(), "orphan_stacks": Int(), "drop_reasons": _REASON_NAMES,

@@ -13,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -30,7 +32,7 @@ from skbpath.tracer.record.bpf.aggregate import (
     read_paths,
 )
 from skbpath.tracer.record.bpf.frames import open_frame_records
-from skbpath.tracer.record.bpf.progstats import recursion_misses
+from skbpath.tracer.record.bpf.progstats import misses_by_program
 from skbpath.tracer.record.bpf.ringbuf import RingReader, map_fd_size
 from skbpath.tracer.record.cflags import build_cflags, needs_kprobe, own_netns, ringbuf_pages
 from skbpath.tracer.record.resolve import Resolution
@@ -45,6 +47,20 @@ KRETPROBE_MAXACTIVE = 64  # blocking calls (recv, sendmsg waiting for memory) ho
 # fixed cost, so under steady load fewer, bigger batches cost the traffic less CPU.
 DRAIN_INTERVAL = 0.01
 TGID_OFFSET = 36  # of the tgid in a record (struct call in tracer/traces/events.py)
+
+
+_PROGRAM = re.compile(r"^(?:(kfunc|kretfunc)__(.+)|skbpath_(entry|exit|tp)_(\d+))$")
+
+
+def program_label(prog: str, name_of: Callable[[int], str]) -> str:
+    """What a program of probes/skbpath.bpf.c traces: ``ip_rcv entry``, ``ip_rcv return``."""
+    m = _PROGRAM.match(prog)
+    if m is None:
+        return prog
+    if m.group(1):
+        return f"{m.group(2)} {'entry' if m.group(1) == 'kfunc' else 'return'}"
+    end = {"entry": "entry", "exit": "return", "tp": "hit"}[m.group(3)]
+    return f"{name_of(int(m.group(4)))} {end}"
 
 
 def modules_loaded(path: str = "/proc/modules") -> frozenset[tuple[str, str]]:
@@ -274,14 +290,22 @@ class BccBackend:
             self.kprobe_missed = kprobe_misses(self.kernel.tracefs, os.getpid())
         lost["kprobe_missed"] = self.kprobe_missed
         # Programs the kernel skipped because a BPF program was running on that CPU.
-        lost["bpf_missed"] = recursion_misses(f.fd for f in self.bpf.funcs.values())
+        missed = self._missed_by_function()
+        lost["bpf_missed"] = sum(missed.values())
         # Calls still running when the probes came off: flagged and counted, but
         # not lost (a blocked recv, a poll in progress); no_return is the kernel's misses.
         lost["open_at_stop"] = self.open_no_return
         empty = self._empty_calls()
         for name, n in self.open_empty.items():
             empty[name] = empty.get(name, 0) + n
-        return {"lost": lost, "empty_calls": empty}
+        return {"lost": lost, "empty_calls": empty, "bpf_missed_by": missed}
+
+    def _missed_by_function(self) -> dict[str, int]:
+        """bpf_missed per traced function and program end: ``ip_rcv entry``, ``ip_rcv return``."""
+        name_of = self.resolution.funcs.name_of
+        return misses_by_program(
+            (program_label(raw.decode() if isinstance(raw, bytes) else str(raw), name_of), fn.fd)
+            for raw, fn in self.bpf.funcs.items())
 
     def _empty_calls(self) -> dict[str, int]:
         """Calls the kernel did not emit, no skb call having happened in them, by function."""

@@ -75,10 +75,17 @@ def prog_info(fd: int) -> BpfProgInfo:
 
 def recursion_misses(fds: Iterable[int]) -> int:
     """The sum of the programs' recursion misses; a program that cannot be read counts 0."""
-    total = 0
-    for fd in fds:
+    return sum(misses_by_program((str(fd), fd) for fd in fds).values())
+
+
+def misses_by_program(progs: Iterable[tuple[str, int]]) -> dict[str, int]:
+    """Recursion misses per program (name, fd), the programs with any only."""
+    out: dict[str, int] = {}
+    for name, fd in progs:
         try:
-            total += int(prog_info(fd).recursion_misses)
+            n = int(prog_info(fd).recursion_misses)
         except OSError:
             continue
-    return total
+        if n:
+            out[name] = out.get(name, 0) + n
+    return out
