@@ -248,6 +248,15 @@ def test_c_file_expands_the_probe_list() -> None:
     assert expansion.start() > define
 
 
+def test_aggregate_is_a_mode_of_kprobe_and_fentry_only() -> None:
+    flags = flag_dict(build_cflags(demo_table(), Filters(), "fentry", {0: "__sys_sendto"},
+                                   aggregate=True))
+    assert "SKBPATH_AGGREGATE" in flags and int(flags["AGG_PATHS"]) > 0
+    assert "SKBPATH_AGGREGATE" not in flag_dict(build_cflags(demo_table(), Filters()))
+    with pytest.raises(SkbpathError, match="--aggregate"):
+        build_cflags(tracepoint_table_demo(), Filters(), "tracepoint", aggregate=True)
+
+
 def test_c_file_uses_every_macro_bpfconfig_sets() -> None:
     names = set(flag_dict(build_cflags(demo_table(), ALL_FILTERS)))
     # The other modes' lists (see tests/test_attach.py for their content).
@@ -256,6 +265,7 @@ def test_c_file_uses_every_macro_bpfconfig_sets() -> None:
     names |= set(flag_dict(build_cflags(route_table_demo(), ALL_FILTERS, netns=4026531840)))
     names |= set(flag_dict(build_cflags(gso_table_demo(), ALL_FILTERS)))
     names |= set(flag_dict(build_cflags(retval_table_demo(), ALL_FILTERS)))
+    names |= set(flag_dict(build_cflags(demo_table(), ALL_FILTERS, aggregate=True)))
     cflags_py = (ROOT / "tracer" / "record" / "cflags.py").read_text()
     source_names = set(re.findall(r"-D(\w+)=", cflags_py))
     assert source_names <= names  # every -D in cflags.py is produced by ALL_FILTERS
