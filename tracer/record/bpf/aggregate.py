@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 from skbpath.tracer.model.aggregate import PathRow
-from skbpath.tracer.record.bpf.frames import open_frames
+from skbpath.tracer.record.bpf.frames import kept_open_frames
 
 AGG_HIST = 512  # buckets in struct agg_path (AGG_HIST in probes/skbpath.bpf.c)
 AGG_DTYPE = np.dtype([
@@ -108,13 +108,8 @@ def add_open_calls(rows: list[PathRow], frame_items: Iterable[tuple[int, Any]]
     the kernel counts them), as :func:`~.frames.open_frame_records` does.
     """
     by_id = {r.id: i for i, r in enumerate(rows)}
-    opened = 0
-    empty: dict[int, int] = {}
-    for _tid, _cpu, fs, i, f, keep in open_frames(frame_items):
-        opened += 1
-        if not keep:
-            empty[int(f.func)] = empty.get(int(f.func), 0) + 1
-            continue
+    kept, opened, empty = kept_open_frames(frame_items)
+    for _tid, _cpu, fs, i, f in kept:
         path = int(f.path)
         parent = int(fs.f[i - 1].path) if i > 0 and int(f.base) != i else 0
         at = by_id.get(path)

@@ -46,6 +46,23 @@ def open_frames(items: Iterable[tuple[int, Any]]
             yield tid, cpu, fs, i, f, keep
 
 
+def kept_open_frames(items: Iterable[tuple[int, Any]]
+                     ) -> tuple[list[tuple[int, int, Any, int, Any]], int, dict[int, int]]:
+    """The open frames the kernel would have kept, (tid, cpu, frames, depth, frame) each,
+    with how many frames were open, and the per-function counts of those with no skb
+    call in them (empty calls, which the kernel only counts)."""
+    kept = []
+    opened = 0
+    empty: dict[int, int] = {}
+    for tid, cpu, fs, i, f, keep in open_frames(items):
+        opened += 1
+        if keep:
+            kept.append((tid, cpu, fs, i, f))
+        else:
+            empty[int(f.func)] = empty.get(int(f.func), 0) + 1
+    return kept, opened, empty
+
+
 def open_frame_records(items: Iterable[tuple[int, Any]]) -> tuple[bytes, int, dict[int, int]]:
     """Records for the frames left in ``frame_stacks`` items (key, struct frames).
 
@@ -53,14 +70,9 @@ def open_frame_records(items: Iterable[tuple[int, Any]]) -> tuple[bytes, int, di
     per-function counts of open frames with no skb call in them (not emitted,
     as the kernel counts empty calls).
     """
+    kept, opened, empty = kept_open_frames(items)
     out: list[CallRecord] = []
-    opened = 0
-    empty: dict[int, int] = {}
-    for tid, cpu, _fs, i, f, keep in open_frames(items):
-        opened += 1
-        if not keep:
-            empty[int(f.func)] = empty.get(int(f.func), 0) + 1
-            continue
+    for tid, cpu, _fs, i, f in kept:
         out.append(CallRecord(
             entry=int(f.entry), duration=0, skb=int(f.skb), tid=tid, aux=int(f.aux),
             stack_id=int(f.stack_id), func=int(f.func), cpu=cpu, depth=i,
