@@ -107,8 +107,8 @@ def add_rows(tree: CallTree, rows: Iterable[PathRow]) -> int:
 
     Distinct paths that end in the same function under the same node (a hash
     collision, or a filtered call between them) are one node, as in replay.
-    An orphan (its parent is not in the rows) is a root, and so is what
-    runs below it.
+    An orphan (its parent is not in the rows) is a root, with the paths
+    below it under it.
     """
     chains = _chains(rows)
     for chain in chains:
