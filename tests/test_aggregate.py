@@ -292,3 +292,23 @@ def test_trace_refuses_aggregate_with_point_modes() -> None:
     r = CliRunner().invoke(cli.main, ["trace", "--aggregate", "--attach", "tracefs", "-d", "1",
                                       "-o", "/dev/null"])
     assert r.exit_code == 2 and "--aggregate" in r.stderr and "fentry or kprobe" in r.stderr
+
+
+SAMPLE = Path(__file__).resolve().parent.parent / "sample_traces" / "aggregate" / "mixed.skbtrace"
+
+
+def test_the_recorded_sample_is_a_call_tree_with_the_chains_and_no_impossible_stack() -> None:
+    """sample_traces/aggregate/mixed.skbtrace: the lab's mixed traffic, aggregated on 6.1."""
+    from tests.lab.labrun import has_subsequence
+    from tests.lab.test_lab_capture import SYSCALLS
+    from tests.lab.test_lab_tcp import RX_CHAIN, TX_CHAIN
+
+    rep = replay(str(SAMPLE))
+    assert rep.model.aggregate and rep.model.summary()["orphans"] == 0
+    lines = folded_stacks(rep.model.calltree, "count")
+    stacks = [ln.rsplit(" ", 1)[0].split(";") for ln in lines]
+    assert not [s for s in stacks if any(f in SYSCALLS for f in s[2:])]
+    for root, chain in (("TX", TX_CHAIN), ("RX", RX_CHAIN)):
+        assert any(s[0] == root and has_subsequence(s[1:], list(chain)) for s in stacks), root
+    r = CliRunner().invoke(cli.main, ["replay", "--latency", str(SAMPLE)])
+    assert r.exit_code == 0 and r.stdout == "" and "no journeys" in r.stderr

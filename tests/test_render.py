@@ -33,7 +33,10 @@ from tests.synth import RX_CHAIN, TX_CHAIN, Spec, demo_table, events_for, tx_rx_
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden"
 SAMPLES = sorted(p.stem for p in (ROOT / "sample_traces").glob("*.skbtrace"))
-CASES = SAMPLES + ["synthetic"]
+# --aggregate traces (a call tree, no journeys), apart so that the journey tests' globs skip them.
+AGGREGATES = sorted(f"aggregate/{p.stem}"
+                    for p in (ROOT / "sample_traces" / "aggregate").glob("*.skbtrace"))
+CASES = SAMPLES + AGGREGATES + ["synthetic"]
 BLESS = os.environ.get("BLESS") == "1"
 SVG_NS = "{http://www.w3.org/2000/svg}"
 HAVE_DOT = shutil.which("dot") is not None
@@ -54,7 +57,7 @@ def traces(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Replay]:
             w.write_events(pack_events(tx_rx_stream(SYNTH_PACKETS, table)))
             w.close()
         _replays["synthetic"] = replay(str(path))
-        for name in SAMPLES:
+        for name in SAMPLES + AGGREGATES:
             _replays[name] = replay(str(ROOT / "sample_traces" / f"{name}.skbtrace"))
     return _replays
 

@@ -47,6 +47,8 @@ def _print_info(out: Console, path: str, contents: Any, summary: dict[str, int] 
     else:
         why = "its end record has no count" if contents.end is not None else "no end record"
         events = f"{what} not counted ({why}; replay counts them)"
+    if h.get("aggregate") and not contents.events:
+        events = "no per-call records"  # the calls are counted in the AGGREGATE record
     out.print(f"  {events} in {contents.records:,d} records, {len(contents.stacks)} kernel stacks")
     if contents.aggregate is not None:
         paths = contents.aggregate.get("paths", [])
