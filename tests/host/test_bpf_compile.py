@@ -23,7 +23,7 @@ from skbpath.tracer.errors import SkbpathError
 from skbpath.tracer.lab.headers import headers_installed, headers_of, kernel_source_tree
 from skbpath.tracer.lab.kernels import TESTED_SERIES, lab_kernel, release_of
 from skbpath.tracer.record.bpf.compile import compile_bpf
-from skbpath.tracer.record.bpf.progstats import BpfProgInfo, prog_info, recursion_misses
+from skbpath.tracer.record.bpf.progstats import BpfProgInfo, misses_by_program, prog_info
 from skbpath.tracer.record.cflags import Filters, build_cflags
 from skbpath.tracer.traces.functions import FuncInfo, FuncTable
 
@@ -220,7 +220,7 @@ def test_pcap_filter_passes_this_hosts_verifier(kernel_source: str, filters: Fil
             info = prog_info(fds[-1])
             assert info.type == BPF_PROG_TYPE_RAW_TRACEPOINT
             assert info.name.decode() == f"skbpath_tp_{f.id}"[:15]
-        assert recursion_misses(fds) == 0  # loaded, never run
+        assert misses_by_program((str(fd), fd) for fd in fds) == {}  # loaded, never run
     finally:
         bpf.cleanup()
 

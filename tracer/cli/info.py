@@ -25,6 +25,8 @@ def _count_text(n: int) -> str:
 
 
 def _print_info(out: Console, path: str, contents: Any, summary: dict[str, int] | None) -> None:
+    from skbpath.tracer.model.replay import is_aggregate
+
     # Every value from the trace goes through markup(): it is data, never markup.
     h = contents.header
     m = markup
@@ -47,7 +49,7 @@ def _print_info(out: Console, path: str, contents: Any, summary: dict[str, int] 
     else:
         why = "its end record has no count" if contents.end is not None else "no end record"
         events = f"{what} not counted ({why}; replay counts them)"
-    if h.get("aggregate") and not contents.events:
+    if is_aggregate(h) and not contents.events:
         events = "no per-call records"  # the calls are counted in the AGGREGATE record
     out.print(f"  {events} in {contents.records:,d} records, {len(contents.stacks)} kernel stacks")
     if contents.aggregate is not None:
@@ -55,7 +57,7 @@ def _print_info(out: Console, path: str, contents: Any, summary: dict[str, int] 
         calls = sum(p["calls"] + p.get("no_return", 0) for p in paths)
         out.print(f"  aggregate: {calls:,d} calls counted in the kernel on {len(paths):,d} call "
                   "paths (--aggregate: a call tree, no journeys)")
-    elif h.get("aggregate"):
+    elif is_aggregate(h):
         out.print("  aggregate: no call paths stored (the tracer stopped before it wrote any)")
     final = contents.end or contents.stats or {}
     lost = final.get("lost") or contents.stats.get("lost") or {}

@@ -34,7 +34,7 @@ MAX_PATH_DEPTH = 256
 
 @dataclass(frozen=True)
 class PathRow:
-    """One call path's counters, summed over CPUs."""
+    """One call path's counters, as the kernel counted them (all CPUs together)."""
 
     id: int
     parent: int

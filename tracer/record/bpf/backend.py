@@ -240,7 +240,7 @@ class BccBackend:
         return blob
 
     def aggregate_rows(self) -> list[PathRow]:
-        """--aggregate: every call path the kernel has counted so far, summed over CPUs.
+        """--aggregate: every call path the kernel has counted so far.
 
         Once detached, the calls still open are added to their paths (as
         ``no_return``), and that final read is what every later call returns.

@@ -73,11 +73,6 @@ def prog_info(fd: int) -> BpfProgInfo:
     return info
 
 
-def recursion_misses(fds: Iterable[int]) -> int:
-    """The sum of the programs' recursion misses; a program that cannot be read counts 0."""
-    return sum(misses_by_program((str(fd), fd) for fd in fds).values())
-
-
 def misses_by_program(progs: Iterable[tuple[str, int]]) -> dict[str, int]:
     """Recursion misses per program (name, fd), the programs with any only."""
     out: dict[str, int] = {}
