@@ -25,8 +25,10 @@ LAB_RUNS = [MIXED, AGGREGATE]
 # Calls whose number the traffic decides, whatever the timing: the datagrams
 # and segments the NICs receive, the UDP datagrams sent and received, the
 # TCP receive path's entry.  (The bulk transfer's TSO and GRO batching, and
-# so the calls per batch, vary from run to run.)
-STEADY = ("napi_gro_receive", "udp_sendmsg", "__udp4_lib_rcv", "arp_rcv", "ip_rcv_core")
+# so the calls per batch, vary from run to run.  ARP does too: the neighbour
+# timers decide when a cached entry is probed again, and a CI run saw
+# arp_rcv 4 times in one trace and 6 in the other.)
+STEADY = ("napi_gro_receive", "udp_sendmsg", "__udp4_lib_rcv", "ip_rcv_core")
 TOLERANCE = 0.05
 
 
