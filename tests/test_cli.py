@@ -200,6 +200,22 @@ def test_info_shows_empty_calls_and_every_loss_counter(tmp_path: Path) -> None:
     assert "1 calls in" in out
     assert "lost: no_return=2, ringbuf_lost=0" in out  # a zero shows as zero
     assert "1.2M sock_recvmsg, 980 inet_recvmsg calls with no packet" in out
+    assert "bpf_missed:" not in out  # none skipped: no line, no advice
+
+
+def test_info_names_the_skipped_programs_and_the_remedy(tmp_path: Path) -> None:
+    from skbpath.tracer.traces.tracefile import END
+
+    path = tmp_path / "missed.skbtrace"
+    with open(path, "wb") as fh:
+        w = TraceWriter(fh, _header())
+        w.write_json(END, {"events": 0, "lost": {"bpf_missed": 5},
+                           "bpf_missed_by": {"ip_output entry": 3, "__ip_finish_output return": 2}})
+        w.close()
+    result = invoke(["info", str(path)])
+    assert_ok(result)
+    assert "bpf_missed: ip_output entry 3, __ip_finish_output return 2" in result.stdout
+    assert "interrupts off the traffic's CPUs" in " ".join(result.stdout.split())
 
 
 def _header() -> dict[str, Any]:

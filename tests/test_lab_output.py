@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
+from skbpath.tracer.cli.main import main as cli_main
 from skbpath.tracer.errors import SkbpathError
 from skbpath.tracer.lab import vm as lab
 from skbpath.tracer.lab.console import FAIL_TAIL_LINES, LineEcho, follow, lab_failure
@@ -27,6 +29,7 @@ env_file=${last##* }
 } >>"$SKBPATH_LOG"
 say() { echo "$*" >>"$SKBPATH_LOG"; echo "$*" >>"$SKBPATH_PROGRESS"; }
 say "lab: guest up: eth0 and eth1 (e1000)"
+say "lab: pin ${SKBPATH_PIN:-unset}"
 say "skbpath: fentry: 120 functions resolved, 9 skipped (see --list-probes)"
 say "     2.0 s         1,234 events         0 lost"
 say "     4.0 s         2,345 events         0 lost"
@@ -57,7 +60,7 @@ def test_quiet_by_default_shows_progress_without_shell_trace(
     assert "lab: guest up" in err and "10.5 Mbits/sec" in err and "17 journeys" in err
     # Not a terminal: the periodic counters are left out, the totals stay.
     assert "1,234 events" not in err
-    assert len(err.splitlines()) == 5
+    assert len(err.splitlines()) == 6
     assert out.read_bytes() == b"SKBTRACE"
 
 
@@ -116,3 +119,13 @@ def test_failure_falls_back_to_vng_output(tmp_path: Path) -> None:
     message = lab_failure("the lab wrote no trace", str(tmp_path / "guest.log"), str(vng_log))
     assert message.endswith("\n  qemu: could not open kernel")
     assert str(vng_log) in message
+
+
+@pytest.mark.parametrize(("args", "pin"), [((), "1"), (("--no-pin",), "0")])
+def test_the_guest_pins_interrupts_and_traffic_unless_told_not_to(
+        fake_lab: Path, args: tuple[str, ...], pin: str) -> None:
+    # guest.sh reads SKBPATH_PIN from the env file: 1 moves the NICs' IRQs to
+    # CPU 0 and runs the traffic on the other CPUs.
+    r = CliRunner().invoke(cli_main, ["lab", "-o", str(fake_lab / "t.skbtrace"), *args])
+    assert r.exit_code == 0, r.output
+    assert f"lab: pin {pin}" in r.output

@@ -76,6 +76,9 @@ def _print_info(out: Console, path: str, contents: Any, summary: dict[str, int] 
         top = sorted(missed.items(), key=lambda kv: (-kv[1], kv[0]))
         out.print("  bpf_missed: " + ", ".join(f"{m(name)} {n:,d}" for name, n in top[:8])
                   + (f" (and {len(top) - 8} more)" if len(top) > 8 else ""))
+        out.print("    (a softirq called the function while its program ran in the task it "
+                  "interrupted: keeping the NICs' interrupts off the traffic's CPUs avoids "
+                  "it, as skbpath lab does)")
     if contents.end is None:
         out.print("  [yellow]no end record: the tracer did not stop cleanly[/yellow]")
     if contents.truncated and contents.damaged:

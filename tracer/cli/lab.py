@@ -39,11 +39,15 @@ from skbpath.tracer.errors import SkbpathError
               help="Extra option for 'skbpath trace' in the guest (repeatable).")
 @click.option("--timeout", type=int, default=None,
               help="Give up after this many s (default: 300 s, plus 600 s per scenario).")
+@click.option("--no-pin", is_flag=True,
+              help="Leave the NICs' interrupts and the traffic where the kernel puts them "
+                   "(by default: interrupts on CPU 0, traffic on the others, so that no "
+                   "softirq lands in a probe of the task it interrupts; see bpf_missed).")
 @click.option("-v", "--verbose", is_flag=True,
               help="Show the guest's whole log (with its shell trace), not only progress.")
 def lab(output: str | None, traffic: str, scenarios: tuple[str, ...], topology: str, nic: str,
         kernel: str, filter_expr: str | None, aggregate: bool, trace_opts: tuple[str, ...],
-        timeout: int | None, verbose: bool) -> None:
+        timeout: int | None, no_pin: bool, verbose: bool) -> None:
     """Boot a real kernel in QEMU and trace traffic between two emulated NICs.
 
     The guest runs Debian's 6.1 kernel (or --kernel 6.12) on this machine's
@@ -52,7 +56,8 @@ def lab(output: str | None, traffic: str, scenarios: tuple[str, ...], topology: 
     $PEER) sits in a netns.  With --topology forward the guest is a router:
     traffic from a client netns enters through one NIC and leaves over a
     veth to the peer (198.18.0.130, $PEER).  Booting costs more than tracing:
-    --scenario runs several traced runs in one boot.
+    --scenario runs several traced runs in one boot.  The NICs' interrupts
+    run on CPU 0 and the traffic on the other CPUs (--no-pin: anywhere).
 
     It prints progress: the boot, the tracer's lines, the traffic's own
     output.  -v shows the guest's whole log; on a failure its last lines are
@@ -87,7 +92,7 @@ def lab(output: str | None, traffic: str, scenarios: tuple[str, ...], topology: 
         trace_args += ["--filter", filter_expr]
     opts = LabOptions(output=output or ("lab-traces" if scenarios else "lab.skbtrace"),
                       traffic=traffic, topology=topology, nic=nic, kernel=kernel,
-                      trace_args=trace_args, timeout=timeout, verbose=verbose,
+                      trace_args=trace_args, timeout=timeout, verbose=verbose, pin=not no_pin,
                       scenarios=[parse_scenario(s) for s in scenarios])
     err = _stderr()
     if not scenarios:

@@ -3,7 +3,8 @@
 # wrote: SKBPATH_PY, SKBPATH_ROOT, SKBPATH_OUT (the shared directory), SKBPATH_LOG,
 # SKBPATH_SCENARIOS (what to trace), SKBPATH_TRAFFIC and SKBPATH_TRACE_ARGS
 # (bench modes), SKBPATH_TOPOLOGY (pair|forward), SKBPATH_NIC_DRIVER (the guest
-# module of the NICs), PEER_ADDR, SKBPATH_PROGRESS (the lines the host shows).
+# module of the NICs), PEER_ADDR, SKBPATH_PROGRESS (the lines the host shows),
+# SKBPATH_PIN (1: the NICs' interrupts on CPU 0, the traffic on the others).
 set -u
 # shellcheck disable=SC1090
 . "$1"
@@ -33,6 +34,8 @@ if [ ${#nics[@]} -lt 2 ]; then
 fi
 A=${nics[0]}
 B=${nics[1]}
+# Their devices in sysfs, which every namespace sees (B moves to skbpeer).
+nic_devs=("$(readlink -f "/sys/class/net/$A/device")" "$(readlink -f "/sys/class/net/$B/device")")
 
 ip link set lo up
 ip netns add skbpeer
@@ -82,8 +85,37 @@ set -x
 "${run_traffic[@]}" "ping -c 1 -W 2 $PEER_ADDR" || { say "lab: peer $PEER_ADDR unreachable"; exit 1; }
 say "lab: guest up: $A and $B ($SKBPATH_NIC_DRIVER), topology $SKBPATH_TOPOLOGY, peer $PEER_ADDR"
 
-ip netns exec skbpeer iperf3 -s -D
-ip netns exec skbpeer "$SKBPATH_PY" -m skbpath.tracer.lab.rr server "$PEER_ADDR" &
+# The NICs' interrupts on CPU 0, the traffic's processes on the other CPUs
+# (SKBPATH_PIN=1, the default).  The kernel runs one BPF program at a time per
+# CPU: a softirq that interrupts a task inside the program of a function and
+# calls that function again has its call skipped (bpf_missed, kprobe_missed).
+# Under TCG a program is slow enough for that to happen a few times a
+# transfer; apart, the softirq and the syscall never share a CPU's program.
+pin=()
+if [ "${SKBPATH_PIN:-1}" = 1 ] && [ "$(nproc)" -ge 2 ]; then
+    irqs=()
+    for dev in "${nic_devs[@]}"; do
+        # MSI or MSI-X vectors (virtio's sit on its PCI parent), else the line.
+        for d in "$dev" "$dev/.."; do
+            if [ -d "$d/msi_irqs" ] && [ -n "$(ls "$d/msi_irqs")" ]; then
+                mapfile -t -O ${#irqs[@]} irqs < <(ls "$d/msi_irqs")
+                break
+            elif [ -s "$d/irq" ] && [ "$(cat "$d/irq")" != 0 ]; then
+                irqs+=("$(cat "$d/irq")")
+                break
+            fi
+        done
+    done
+    for irq in "${irqs[@]}"; do
+        echo 0 >"/proc/irq/$irq/smp_affinity_list" || say "lab: IRQ $irq cannot move to CPU 0"
+    done
+    pin=(taskset -c "1-$(($(nproc) - 1))")
+    run_traffic=("${pin[@]}" "${run_traffic[@]}")
+    say "lab: the NICs' interrupts (${irqs[*]}) on CPU 0, the traffic on CPUs 1-$(($(nproc) - 1))"
+fi
+
+"${pin[@]}" ip netns exec skbpeer iperf3 -s -D
+"${pin[@]}" ip netns exec skbpeer "$SKBPATH_PY" -m skbpath.tracer.lab.rr server "$PEER_ADDR" &
 sleep 1
 
 outdir="$SKBPATH_OUT"
@@ -290,4 +322,5 @@ else
         say "lab: scenario $name: end"
     done 3<"$SKBPATH_SCENARIOS"
 fi
+cat /proc/interrupts  # for the log: where the NICs' interrupts ran
 sync

@@ -167,6 +167,10 @@ class LabOptions:
     bench_exchanges: int = 1000
     # Show the guest's whole log (with its shell trace), not only the progress lines.
     verbose: bool = False
+    # The NICs' interrupts on CPU 0 and the traffic on the other CPUs (guest.sh):
+    # a softirq then never interrupts a probe of its own function in a task,
+    # which the kernel would skip (bpf_missed, kprobe_missed).
+    pin: bool = True
     # With scenarios, ``output`` is a directory: each writes NAME.skbtrace there.
     scenarios: list[Scenario] = field(default_factory=list)
 
@@ -337,6 +341,7 @@ def _boot(opts: LabOptions, scenarios: list[Scenario],
             "SKBPATH_NIC_DRIVER": NICS[opts.nic][1],
             "PEER_ADDR": PEER_ADDRS[opts.topology],
             "SKBPATH_MODE": opts.mode,
+            "SKBPATH_PIN": "1" if opts.pin else "0",
             "SKBPATH_BENCH_MODES": opts.bench_modes,
             "SKBPATH_BENCH_RUNS": str(opts.bench_runs),
             "SKBPATH_BENCH_SECONDS": str(opts.bench_seconds),
