@@ -95,7 +95,8 @@
 #define CNT_DEPTH_OVERFLOW 5
 #define CNT_FRAMES_FULL 6
 #define CNT_AGG_FULL 7  // a call path the full agg_paths map could not take
-#define CNT_SLOTS 8
+#define CNT_OPEN_AT_START 8  // a call that began before the probes were armed, ended after
+#define CNT_SLOTS 9
 
 // One traced call, written at its return: the v2 trace's record.  The layout
 // is tracer/traces/events.py's CALL_STRUCT byte for byte (56 bytes).
@@ -126,8 +127,9 @@ struct frame {
     u8 flags;
     u8 has_skb;  // an skb call or a RESULT happened in this call (or it has an skb)
     u8 base;     // depth of the frame that began this call's context (see struct call)
-    u8 skip;     // filtered out: its return emits nothing
-    u16 pad;
+    u8 skip;     // filtered out, or begun before arming: its return emits nothing
+    u8 pre;      // PRE_START: begun before arming; PRE_STOP: after disarming (see armed)
+    u8 pad;
 #ifdef SKBPATH_AGGREGATE
     u64 path;    // this call's path (a filtered call's is its caller's)
     u64 child;   // inclusive ns of the aggregated calls directly inside it
@@ -199,6 +201,19 @@ BPF_PERCPU_ARRAY(empty_calls, u64, EMPTY_SLOTS);
 BPF_HASH(frame_stacks, u64, struct frames, FRAME_THREADS);
 // A zeroed value to create a stack from: too big for the BPF stack.
 BPF_PERCPU_ARRAY(frames_init, struct frames, 1);
+// ARMED once user space has attached every probe, DISARMED before it
+// detaches them.  Outside, calls are pushed and popped but nothing is
+// emitted or counted: a function's entry and return probes attach one after
+// the other, and the functions one by one, so a call in flight across an
+// attach or a detach would be half seen.  A call begun before arming and
+// ended after is counted (open_at_start), not emitted; one begun while
+// armed is emitted whenever it returns.
+#define ARMING 0
+#define ARMED 1
+#define DISARMED 2
+#define PRE_START 1
+#define PRE_STOP 2
+BPF_ARRAY(armed, u32, 1);
 
 #define C(id) || func == (id)
 static __always_inline int is_context(u16 func)
@@ -264,6 +279,18 @@ static __always_inline void count(u32 slot)
     u64 *v = counters.lookup(&slot);
     if (v)
         *v += 1;
+}
+
+static __always_inline u32 arming(void)
+{
+    u32 zero = 0;
+    u32 *a = armed.lookup(&zero);
+    return a ? *a : ARMING;
+}
+
+static __always_inline int is_armed(void)
+{
+    return arming() == ARMED;
 }
 
 #ifdef FILTERING
@@ -645,7 +672,9 @@ static __always_inline int push(void *ctx, u16 func, u64 skb, int want_stack, u3
                                 int frees)
 {
     u8 flags = 0;
-    u8 skip = !filter_keeps(skb, &flags, frees);
+    u32 state = arming();
+    u8 pre = state == ARMED ? 0 : (state == ARMING ? PRE_START : PRE_STOP);
+    u8 skip = pre || !filter_keeps(skb, &flags, frees);
     u64 key = thread_key();
     struct frames *fs = frame_stacks.lookup(&key);
     u32 d = 0;
@@ -662,14 +691,16 @@ static __always_inline int push(void *ctx, u16 func, u64 skb, int want_stack, u3
         frame_stacks.update(&key, init);
         fs = frame_stacks.lookup(&key);
         if (!fs) {
-            count(CNT_FRAMES_FULL);
+            if (!pre)
+                count(CNT_FRAMES_FULL);
             return 0;
         }
     } else {
         d = fs->depth;
         if (d >= MAX_DEPTH) {
             fs->overflow += 1;
-            count(CNT_DEPTH_OVERFLOW);
+            if (!pre)
+                count(CNT_DEPTH_OVERFLOW);
             return 0;
         }
         if (d)
@@ -688,6 +719,7 @@ static __always_inline int push(void *ctx, u16 func, u64 skb, int want_stack, u3
     f->flags = flags;
     f->has_skb = !skip && skb != 0;
     f->skip = skip;
+    f->pre = pre;
 #ifdef SKBPATH_AGGREGATE
     f->child = 0;
 #endif
@@ -702,6 +734,8 @@ static __always_inline void close_frame(struct frames *fs, u32 i, u64 now, u64 r
 {
     struct frame *f = &fs->f[i & DEPTH_MASK];
     if (f->skip) {
+        if (f->pre == PRE_START && arming() != ARMING)
+            count(CNT_OPEN_AT_START);
 #ifdef SKBPATH_AGGREGATE
         // Its aggregated calls are its caller's now.
         if (i > 0 && f->base != i)
@@ -749,7 +783,8 @@ static __always_inline int pop_result(u16 func, u64 result, u32 raux, u8 rflags)
     u64 key = thread_key();
     struct frames *fs = frame_stacks.lookup(&key);
     if (!fs) {
-        count(CNT_UNMATCHED);
+        if (is_armed())
+            count(CNT_UNMATCHED);
         return 0;
     }
     u32 d = fs->depth;
@@ -777,7 +812,7 @@ static __always_inline int pop_result(u16 func, u64 result, u32 raux, u8 rflags)
     if (above == SEARCH) {
         if (fs->overflow)
             fs->overflow -= 1;  // the return of an entry the full stack could not hold
-        else
+        else if (is_armed())
             count(CNT_UNMATCHED);
         return 0;
     }
@@ -785,7 +820,8 @@ static __always_inline int pop_result(u16 func, u64 result, u32 raux, u8 rflags)
     for (u32 k = 0; k < SEARCH - 1; k++) {
         if (k >= above)
             break;
-        count(CNT_NO_RETURN);
+        if (!fs->f[(d - 1 - k) & DEPTH_MASK].pre)
+            count(CNT_NO_RETURN);
         close_frame(fs, d - 1 - k, now, 0, 0, FLAG_NO_RETURN);
     }
     u32 found = (d - 1 - above) & DEPTH_MASK;
@@ -806,7 +842,7 @@ static __always_inline int point(void *ctx, u16 func, u64 skb, int want_stack, u
                                  int frees)
 {
     u8 flags = FLAG_POINT;
-    if (!filter_keeps(skb, &flags, frees))
+    if (!is_armed() || !filter_keeps(skb, &flags, frees))
         return 0;
     flags |= FLAG_POINT;
     u8 depth = 0, base = 0;

@@ -278,3 +278,17 @@ def test_c_file_uses_every_macro_bpfconfig_sets() -> None:
     )
     for name in names:
         assert re.search(rf"\b{name}\b", code), f"{name} is set but never used in the C file"
+
+
+def test_the_counter_slots_and_arming_states_agree_with_the_c_file() -> None:
+    import re
+
+    from skbpath.tracer.record.bpf import backend
+
+    defines = dict(re.findall(r"^#define (CNT_\w+|ARMED|DISARMED) (\d+)", C_SOURCE, re.M))
+    slots = sorted(int(v) for k, v in defines.items() if k.startswith("CNT_") and k != "CNT_SLOTS")
+    assert slots == list(range(len(backend.COUNTERS)))
+    assert int(defines["CNT_SLOTS"]) == len(backend.COUNTERS)
+    assert int(defines["CNT_OPEN_AT_START"]) == backend.COUNTERS.index("open_at_start")
+    assert int(defines["CNT_UNMATCHED"]) == backend.COUNTERS.index("unmatched_returns")
+    assert (int(defines["ARMED"]), int(defines["DISARMED"])) == (backend.ARMED, backend.DISARMED)

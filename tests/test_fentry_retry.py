@@ -7,6 +7,7 @@ cannot attach kprobes or the lab's trampolines, and the lab's never fail.
 
 from __future__ import annotations
 
+import ctypes
 from typing import Any
 
 import pytest
@@ -34,6 +35,7 @@ class FakeBpf:
         self.kprobes: list[str] = []
         self.fentry: list[str] = []
         self.cleaned = False
+        self.log: list[tuple[str, Any]] = []  # attaches and arming, in order
 
     def _compiled_kprobe(self, fn_name: str) -> None:
         probes = next(c for c in self.cflags if c.startswith("-DSKBPATH_PROBES="))
@@ -45,16 +47,20 @@ class FakeBpf:
         sym = fn_name.decode().removeprefix("kretfunc__")
         if sym in self.broken:
             raise Exception(f"cannot attach {sym}")
+        self.log.append(("fexit", sym))
 
     def attach_kfunc(self, fn_name: bytes) -> None:
         self.fentry.append(fn_name.decode().removeprefix("kfunc__"))
+        self.log.append(("fentry", self.fentry[-1]))
 
     def attach_kretprobe(self, event: str, fn_name: str, maxactive: int) -> None:
         self._compiled_kprobe(fn_name)
+        self.log.append(("kretprobe", event))
 
     def attach_kprobe(self, event: str, fn_name: str) -> None:
         self._compiled_kprobe(fn_name)
         self.kprobes.append(event)
+        self.log.append(("kprobe", event))
 
     def detach_kfunc(self, fn_name: bytes) -> None:
         """Detaching always works."""
@@ -70,7 +76,15 @@ class FakeBpf:
         self.cleaned = True
 
     def __getitem__(self, name: str) -> Any:
-        return type("Map", (), {"map_fd": -1})()
+        log = self.log
+
+        class Map:
+            map_fd = -1
+
+            def __setitem__(self, key: ctypes.c_int, value: ctypes.c_uint32) -> None:
+                log.append((name, value.value))
+
+        return Map()
 
 
 def _backend(monkeypatch: pytest.MonkeyPatch, broken: set[str]) -> tuple[backend.BccBackend,
@@ -101,6 +115,13 @@ def test_one_compile_when_every_trampoline_attaches(monkeypatch: pytest.MonkeyPa
     assert b.attach_by() == {"fentry": ["ip_rcv", "tcp_sendmsg"], "kprobe": ["e1000_clean"]}
     # Kprobe programs only for the module function.
     assert "-DSKBPATH_PROBES=P(2,0,0,0,0,0)" in compiled[0].cflags
+    # Each entry before its return, and the programs armed once all are on.
+    log = compiled[0].log
+    assert log[-1] == ("armed", backend.ARMED)
+    for first, then in (("fentry", "fexit"), ("kprobe", "kretprobe")):
+        for kind, sym in log:
+            if kind == then:
+                assert log.index((first, sym)) < log.index((then, sym)), log
 
 
 def test_a_failed_trampoline_is_compiled_again_as_a_kprobe(

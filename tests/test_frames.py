@@ -4,14 +4,21 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from skbpath.tracer.record.bpf.frames import open_frame_records, thread_of_key
+from skbpath.tracer.record.bpf.frames import (
+    PRE_START,
+    open_frame_records,
+    pre_frames,
+    thread_of_key,
+)
 from skbpath.tracer.traces.events import FLAG_NO_RETURN, unpack_calls
 
 
 def frame(func: int, entry: int, skb: int = 0, base: int = 0, has_skb: int = 0,
-          skip: int = 0) -> SimpleNamespace:
+          skip: int = 0, pre: int = 0) -> SimpleNamespace:
+    # A frame pushed outside the armed window is skipped too, as the kernel marks it.
     return SimpleNamespace(entry=entry, skb=skb, stack_id=-1, aux=0, func=func, flags=0,
-                           has_skb=has_skb or int(bool(skb)), base=base, skip=skip)
+                           has_skb=has_skb or int(bool(skb)), base=base,
+                           skip=skip or int(bool(pre)), pre=pre)
 
 
 def stack(*frames: SimpleNamespace) -> SimpleNamespace:
@@ -46,3 +53,14 @@ def test_a_softirq_root_does_not_mark_the_task_it_interrupted() -> None:
     blob, _opened, empty = open_frame_records(items)
     assert [c[8] for c in unpack_calls(blob)] == [3, 6]
     assert empty == {1: 1}
+
+
+def test_calls_begun_before_arming_are_counted_apart_and_not_emitted() -> None:
+    # A recv entered before the probes were armed, a call inside it after;
+    # a frame pushed after disarming (PRE_STOP) is neither.
+    items = [(7, stack(frame(1, 100, pre=PRE_START), frame(3, 120, skb=0xA))),
+             (8, stack(frame(4, 200, pre=2)))]
+    blob, opened, _empty = open_frame_records(items)
+    assert [c[8] for c in unpack_calls(blob)] == [3]
+    assert opened == 1
+    assert pre_frames(items) == 1

@@ -30,16 +30,20 @@ class FakeBpf:
 
     def __init__(self, table: dict[int, Stack]) -> None:
         self.table = table
+        self.reads: list[int] = []  # the ids looked up, in order
 
     def __getitem__(self, name: str) -> Any:
         assert name == "stacks"
-        table = self.table
+        table, reads = self.table, self.reads
 
         class Table:
+            Key = ctypes.c_uint32
+
             def keys(self) -> list[ctypes.c_uint32]:
                 return [ctypes.c_uint32(k) for k in table]
 
             def __getitem__(self, key: ctypes.c_uint32) -> Stack:
+                reads.append(key.value)
                 return table[key.value]
 
         return Table()
@@ -61,6 +65,8 @@ def _backend(table: dict[int, Stack]) -> backend.BccBackend:
     me = object.__new__(backend.BccBackend)
     me.bpf = FakeBpf(table)
     me.stacks_written = set()
+    me.stacks_wanted = set()
+    me.detached = True  # walks the whole map, as the last flush does
     me.attach_mode = "fentry"
     me.modules = backend.modules_loaded()
     return me
@@ -85,3 +91,32 @@ def test_a_frame_count_past_the_array_reads_the_array() -> None:
     s = _stack([0x30] * DEPTH)
     s.nr = 1000  # never from the kernel; a bad value must not index past the array
     assert len(_backend({3: s})._new_stacks()[3]) == DEPTH
+
+
+def _rows(stack_ids: list[int]) -> Any:
+    import numpy as np
+    from skbpath.tracer.traces.events import CALL_DTYPE
+
+    rows = np.zeros(len(stack_ids), dtype=CALL_DTYPE)
+    rows["stack_id"] = stack_ids
+    rows["tgid"] = 0  # no task to name
+    return rows.view(np.uint8).reshape(len(stack_ids), CALL_DTYPE.itemsize)
+
+
+def test_while_tracing_only_the_stacks_the_records_name_are_read() -> None:
+    table = {7: _stack([0x20, 0x30]), 9: _stack([0x30, 0x40]), 11: _stack([0x40])}
+    me = _backend(table)
+    me.detached = False
+    me.tasks = set()
+    me.new_tasks = {}
+    me._note_rows(_rows([9, -1, 9]))  # -1: no stack taken for that call
+    reads = me.bpf.reads
+    reads.clear()
+    assert me._new_stacks() == {9: ["dev_hard_start_xmit+0x9d", "__dev_queue_xmit+0x2a0"]}
+    assert reads == [9]  # not 7 nor 11: the map is not walked
+    me._note_rows(_rows([9, 7]))
+    assert list(me._new_stacks()) == [7]  # 9 was handed over already
+    assert me._new_stacks() == {}
+    # Detached, the whole map once: 11, which no record named.
+    me.detached = True
+    assert list(me._new_stacks()) == [11]

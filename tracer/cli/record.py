@@ -260,6 +260,9 @@ def _record(backend: Any, opts: Any) -> None:
     if result.lost.get("open_at_stop"):
         err.print(f"skbpath: {result.lost['open_at_stop']:,d} calls were still running at the "
                   "stop: recorded without a return (open_at_stop)")
+    if result.lost.get("open_at_start"):
+        err.print(f"skbpath: {result.lost['open_at_start']:,d} calls had begun before the probes "
+                  "were armed: not recorded (open_at_start)")
     for name, reason in result.attach_failures:
         err.print(f"skbpath: {name}: {reason}")
 

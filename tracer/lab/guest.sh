@@ -4,7 +4,8 @@
 # SKBPATH_SCENARIOS (what to trace), SKBPATH_TRAFFIC and SKBPATH_TRACE_ARGS
 # (bench modes), SKBPATH_TOPOLOGY (pair|forward), SKBPATH_NIC_DRIVER (the guest
 # module of the NICs), PEER_ADDR, SKBPATH_PROGRESS (the lines the host shows),
-# SKBPATH_PIN (1: the NICs' interrupts on CPU 0, the traffic on the others).
+# SKBPATH_PIN (1: the NICs' interrupts on CPU 0, the traffic on the others),
+# SKBPATH_PROFILE (non-empty: profile the tracer).
 set -u
 # shellcheck disable=SC1090
 . "$1"
@@ -92,6 +93,7 @@ say "lab: guest up: $A and $B ($SKBPATH_NIC_DRIVER), topology $SKBPATH_TOPOLOGY,
 # Under TCG a program is slow enough for that to happen a few times a
 # transfer; apart, the softirq and the syscall never share a CPU's program.
 pin=()
+placement=""  # for the trace's recorded_with
 if [ "${SKBPATH_PIN:-1}" = 1 ] && [ "$(nproc)" -ge 2 ]; then
     irqs=()
     for dev in "${nic_devs[@]}"; do
@@ -110,6 +112,7 @@ if [ "${SKBPATH_PIN:-1}" = 1 ] && [ "$(nproc)" -ge 2 ]; then
         echo 0 >"/proc/irq/$irq/smp_affinity_list" || say "lab: IRQ $irq cannot move to CPU 0"
     done
     pin=(taskset -c "1-$(($(nproc) - 1))")
+    placement=", NIC interrupts on CPU 0, traffic on CPUs 1-$(($(nproc) - 1))"
     run_traffic=("${pin[@]}" "${run_traffic[@]}")
     say "lab: the NICs' interrupts (${irqs[*]}) on CPU 0, the traffic on CPUs 1-$(($(nproc) - 1))"
 fi
@@ -128,8 +131,12 @@ start_tracer() {
     shift 2
     ready="$outdir/tracer.ready"
     rm -f "$ready"
-    "$SKBPATH_PY" -m skbpath.tracer.cli.main trace -o "$out" --ready-file "$ready" --duration 300 \
-        --recorded-with "skbpath lab, kernel $(uname -r) ($(cat /proc/sys/kernel/version)), topology $SKBPATH_TOPOLOGY, $SKBPATH_NIC_DRIVER NICs, traffic: $traffic" "$@" \
+    # SKBPATH_PROFILE=1 on the host: the tracer runs under cProfile, its
+    # profile written beside the trace (NAME.skbtrace.prof).
+    local profile=()
+    [ -n "${SKBPATH_PROFILE:-}" ] && profile=(-m cProfile -o "$out.prof")
+    "$SKBPATH_PY" "${profile[@]}" -m skbpath.tracer.cli.main trace -o "$out" --ready-file "$ready" --duration 300 \
+        --recorded-with "skbpath lab, kernel $(uname -r) ($(cat /proc/sys/kernel/version)), topology $SKBPATH_TOPOLOGY, $SKBPATH_NIC_DRIVER NICs$placement, traffic: $traffic" "$@" \
         2> >(tee -a "$SKBPATH_PROGRESS" >&2) &
     tracer=$!
     # Compiling and attaching a hundred probes under TCG takes two to four

@@ -251,6 +251,8 @@ def run_lab(opts: LabOptions, echo: bool = True) -> str:
     out_dir = os.path.dirname(os.path.abspath(opts.output))
     os.makedirs(out_dir, exist_ok=True)
     shutil.copyfile(trace_in_guest, opts.output)
+    if os.path.exists(trace_in_guest + ".prof"):  # SKBPATH_PROFILE
+        shutil.copyfile(trace_in_guest + ".prof", opts.output + ".prof")
     if opts.keep_dir:
         return workdir
     shutil.rmtree(workdir, ignore_errors=True)
@@ -342,6 +344,8 @@ def _boot(opts: LabOptions, scenarios: list[Scenario],
             "PEER_ADDR": PEER_ADDRS[opts.topology],
             "SKBPATH_MODE": opts.mode,
             "SKBPATH_PIN": "1" if opts.pin else "0",
+            # A developer's knob: the tracer's own cost under emulation, by function.
+            "SKBPATH_PROFILE": os.environ.get("SKBPATH_PROFILE", ""),
             "SKBPATH_BENCH_MODES": opts.bench_modes,
             "SKBPATH_BENCH_RUNS": str(opts.bench_runs),
             "SKBPATH_BENCH_SECONDS": str(opts.bench_seconds),

@@ -69,6 +69,7 @@ def summarize(rep: Replay) -> Summary:
     lost_all = dict(end.get("lost") or rep.contents.stats.get("lost") or {})
     filtered = int(lost_all.pop("filtered", 0))
     open_at_stop = int(lost_all.pop("open_at_stop", 0))  # recorded: not a loss
+    lost_all.pop("open_at_start", None)  # begun before the trace: not in it, not lost
     journeys = rep.model.journey_list
     counts: dict[str, list[int]] = {}
     for j in journeys:

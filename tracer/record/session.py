@@ -52,9 +52,10 @@ META_SECONDS = 2.0  # STATS, and the progress line, this often
 # Kernel buffer by default: this much per CPU (every CPU produces into it), within bounds.
 BUFFER_PER_CPU = 8 << 20
 BUFFER_MIN, BUFFER_MAX = 16 << 20, 256 << 20
-# Counters that are not losses: events the filters rejected on purpose, and
-# calls still running when the trace stopped (recorded, flagged NO_RETURN).
-NOT_LOSSES = frozenset({"filtered", "open_at_stop"})
+# Counters that are not losses: events the filters rejected on purpose, calls
+# still running when the trace stopped (recorded, flagged NO_RETURN), and
+# calls begun before the probes were armed (outside the trace: not recorded).
+NOT_LOSSES = frozenset({"filtered", "open_at_stop", "open_at_start"})
 
 Progress = Callable[[int, int, float], None]
 # --aggregate's live view: the call paths so far, seconds since the start, losses.

@@ -31,7 +31,7 @@ from skbpath.tracer.record.bpf.aggregate import (
     paths_of_arrays,
     read_paths,
 )
-from skbpath.tracer.record.bpf.frames import open_frame_records
+from skbpath.tracer.record.bpf.frames import open_frame_records, pre_frames
 from skbpath.tracer.record.bpf.progstats import misses_by_program
 from skbpath.tracer.record.bpf.ringbuf import RingReader, map_fd_size
 from skbpath.tracer.record.cflags import build_cflags, needs_kprobe, own_netns, ringbuf_pages
@@ -41,12 +41,15 @@ from skbpath.tracer.traces.events import CALL_SIZE
 
 # The BPF program's counter slots, in order (CNT_* in probes/skbpath.bpf.c).
 COUNTERS = ("ringbuf_lost", "stack_lost", "filtered", "no_return", "unmatched_returns",
-            "depth_overflow", "frames_full", "aggregate_full")
+            "depth_overflow", "frames_full", "aggregate_full", "open_at_start")
+# The ``armed`` map's states (ARMING, ARMED, DISARMED in probes/skbpath.bpf.c).
+ARMED, DISARMED = 1, 2
 KRETPROBE_MAXACTIVE = 64  # blocking calls (recv, sendmsg waiting for memory) hold instances
 # Read the ring at most this often while it is filling slowly: one numpy pass has a
 # fixed cost, so under steady load fewer, bigger batches cost the traffic less CPU.
 DRAIN_INTERVAL = 0.01
 TGID_OFFSET = 36  # of the tgid in a record (struct call in tracer/traces/events.py)
+STACK_ID_OFFSET = 44  # of the stack id, -1 for none
 
 
 _PROGRAM = re.compile(r"^(?:(kfunc|kretfunc)__(.+)|skbpath_(entry|exit|tp)_(\d+))$")
@@ -154,6 +157,9 @@ class BccBackend:
         self.tasks: set[int] = set()
         self.new_tasks: dict[int, str] = {}
         self.stacks_written: set[int] = set()
+        # Stack ids the records named and that are not written yet: looked up
+        # one by one, not by walking the whole map at every flush.
+        self.stacks_wanted: set[int] = set()
         # The modules when bcc's kernel symbols were read (see _fresh_symbols).
         self.modules: frozenset[tuple[str, str]] | None = modules_loaded()
         # What is attached, by mechanism: kprobe, fentry or raw_tracepoint.
@@ -166,6 +172,8 @@ class BccBackend:
         # Calls still open in the kernel at the stop, read once after detaching.
         self.open_read = False
         self.open_no_return = 0
+        self.open_pre = 0
+        self.missed_at_stop: dict[str, int] = {}  # bpf_missed as the probes were disarmed
         self.open_empty: dict[str, int] = {}
         self.final_rows: list[PathRow] | None = None  # --aggregate, read once detached
         # Seconds spent compiling, attaching and detaching: under emulation they
@@ -208,6 +216,9 @@ class BccBackend:
               f"{attached - compiled:.1f} s", file=sys.stderr)
         fd = self.bpf["events"].map_fd
         self.reader = RingReader.from_map_fd(fd, map_fd_size(fd), record_size(self.attach_mode))
+        # Every probe is on: from now on calls are emitted and losses counted
+        # (``armed`` in probes/skbpath.bpf.c).
+        self._arm(ARMED)
 
     def header(self) -> dict[str, Any]:
         """The header, written once attached, so that it says how."""
@@ -233,7 +244,7 @@ class BccBackend:
         rows = reader.read()
         blob = b""
         if len(rows):
-            self._note_tasks(rows)
+            self._note_rows(rows)
             blob = rows.tobytes()
         if self.detached and not self.open_read and not self.opts.aggregate:
             blob += self._open_frames()
@@ -254,8 +265,10 @@ class BccBackend:
         rows = paths_of_arrays(*arrays) if arrays else read_paths(table.items())
         if self.detached and not self.open_read:
             self.open_read = True
-            opened, empty = add_open_calls(rows, self.bpf["frame_stacks"].items())
+            items = self.bpf["frame_stacks"].items()
+            opened, empty = add_open_calls(rows, items)
             self.open_no_return = opened
+            self.open_pre = pre_frames(items)
             for fid, n in empty.items():
                 name = self.resolution.funcs.name_of(fid)
                 self.open_empty[name] = self.open_empty.get(name, 0) + n
@@ -271,6 +284,7 @@ class BccBackend:
             return b""
         blob, opened, empty = open_frame_records(items)
         self.open_no_return = opened
+        self.open_pre = pre_frames(items)
         for fid, n in empty.items():
             name = self.resolution.funcs.name_of(fid)
             self.open_empty[name] = self.open_empty.get(name, 0) + n
@@ -290,11 +304,14 @@ class BccBackend:
             self.kprobe_missed = kprobe_misses(self.kernel.tracefs, os.getpid())
         lost["kprobe_missed"] = self.kprobe_missed
         # Programs the kernel skipped because a BPF program was running on that CPU.
-        missed = self._missed_by_function()
+        missed = self.missed_at_stop if self.detached else self._missed_by_function()
         lost["bpf_missed"] = sum(missed.values())
         # Calls still running when the probes came off: flagged and counted, but
         # not lost (a blocked recv, a poll in progress); no_return is the kernel's misses.
         lost["open_at_stop"] = self.open_no_return
+        # Begun before the probes were armed: the kernel counts those that
+        # ended within the trace, _open_frames those still running at its end.
+        lost["open_at_start"] += self.open_pre
         empty = self._empty_calls()
         for name, n in self.open_empty.items():
             empty[name] = empty.get(name, 0) + n
@@ -325,8 +342,14 @@ class BccBackend:
         """Detach every probe (the misses are read first: they vanish with the probes)."""
         if self.bpf is None or self.detached:
             return
+        # Disarmed first: what the probes see while they come off is not
+        # emitted nor counted (calls begun before still are, as they return).
+        with contextlib.suppress(Exception):
+            self._arm(DISARMED)
         with contextlib.suppress(Exception):
             self.kprobe_missed = kprobe_misses(self.kernel.tracefs, os.getpid())
+        with contextlib.suppress(Exception):
+            self.missed_at_stop = self._missed_by_function()
         start = time.monotonic()
         self._detach(self.bpf)
         self.timings["detach_s"] = round(time.monotonic() - start, 3)
@@ -347,14 +370,19 @@ class BccBackend:
         return {"timings": dict(self.timings)}
 
     # -- the rest
-    def _note_tasks(self, rows: Any) -> None:
-        # One vectorised pass per batch: the new process ids, named while they live.
+    def _note_rows(self, rows: Any) -> None:
+        # One vectorised pass per column and batch: the new process ids, named
+        # while they live, and the stack ids to read before the next flush.
         tgids = np.unique(np.ascontiguousarray(rows[:, TGID_OFFSET : TGID_OFFSET + 4])
                           .view("<u4"))
         for tgid in tgids.tolist():
             if tgid and tgid not in self.tasks:
                 self.tasks.add(tgid)
                 self.new_tasks[tgid] = task_name(tgid)
+        sids = np.unique(np.ascontiguousarray(rows[:, STACK_ID_OFFSET : STACK_ID_OFFSET + 4])
+                         .view("<i4"))
+        self.stacks_wanted.update(sid for sid in sids.tolist()
+                                  if sid >= 0 and sid not in self.stacks_written)
 
     def attach_by(self) -> dict[str, list[str]]:
         """The trace header's ``attach_by``: attached symbols by mechanism (non-empty only)."""
@@ -392,31 +420,42 @@ class BccBackend:
                     self.attach_failures.append((sym, "no fentry, and this kernel has no kprobes"))
                     continue
                 try:
-                    # Returns first: an entry is then never missing its return probe.
+                    # The entry first: a call begun between the two attaches is
+                    # then an entry without its return (pushed before arming, so
+                    # dropped), never a return without its entry.
+                    bpf.attach_kprobe(event=sym, fn_name=f"skbpath_entry_{f.id}")
+                    self.attached["kprobe"].append(sym)
                     bpf.attach_kretprobe(
                         event=sym, fn_name=f"skbpath_exit_{f.id}", maxactive=KRETPROBE_MAXACTIVE
                     )
-                    self.attached["kprobe"].append(sym)
-                    bpf.attach_kprobe(event=sym, fn_name=f"skbpath_entry_{f.id}")
                 except Exception as exc:  # bcc raises bare Exception
                     self.attach_failures.append((sym, f"attach failed: {exc}"))
 
     def _attach_fentry(self, bpf: Any, sym: str) -> bool:
-        """Attach fexit then fentry programs to ``sym``; False (nothing attached) on failure."""
+        """Attach fentry then fexit programs to ``sym``; False (nothing attached) on failure.
+
+        The entry first, as for kprobes: a call that enters through the
+        trampoline before its fexit is in never runs fexit (it returns past
+        the trampoline), so no return comes without its entry.
+        """
         try:
-            bpf.attach_kretfunc(fn_name=f"kretfunc__{sym}".encode())
+            bpf.attach_kfunc(fn_name=f"kfunc__{sym}".encode())
         except Exception as exc:  # bcc raises bare Exception
             self.fentry.kprobe[sym] = f"fentry failed: {exc}"
             return False
         try:
-            bpf.attach_kfunc(fn_name=f"kfunc__{sym}".encode())
+            bpf.attach_kretfunc(fn_name=f"kretfunc__{sym}".encode())
         except Exception as exc:
             with contextlib.suppress(Exception):
-                bpf.detach_kretfunc(fn_name=f"kretfunc__{sym}".encode())
+                bpf.detach_kfunc(fn_name=f"kfunc__{sym}".encode())
             self.fentry.kprobe[sym] = f"fentry failed: {exc}"
             return False
         self.attached["fentry"].append(sym)
         return True
+
+    def _arm(self, state: int) -> None:
+        """Set the BPF programs' ``armed`` state (ARMED or DISARMED)."""
+        self.bpf["armed"][ctypes.c_int(0)] = ctypes.c_uint32(state)
 
     def _detach(self, bpf: Any) -> None:
         for sym in self.attached["kprobe"]:
@@ -455,19 +494,28 @@ class BccBackend:
         """Stacks in the BPF stack map not handed over yet, as symbolised frames.
 
         The map (``stacks`` in probes/skbpath.bpf.c) holds each distinct stack
-        once, keyed by its id, with its frame count and addresses.
+        once, keyed by its id, with its frame count and addresses.  While
+        tracing, only the ids the records named since the last call are read:
+        walking every key of a map of thousands at each flush cost the tracer
+        most of a CPU under TCG.  Once detached, the whole map is walked once,
+        for what no drained record named (the calls still open at the stop).
         """
         bpf = self.bpf
         stacks = {}
         table = bpf["stacks"]
         self._fresh_symbols()
-        for key in list(table.keys()):
+        if self.detached:
+            keys = list(table.keys())
+        else:
+            keys = [table.Key(sid) for sid in sorted(self.stacks_wanted)]
+        self.stacks_wanted.clear()
+        for key in keys:
             sid = int(key.value)
             if sid in self.stacks_written:
                 continue
             try:
                 value = table[key]
-            except KeyError:
+            except KeyError:  # not stored (stack_lost): the record says -1 then
                 continue
             addrs = list(value.ip)[: min(int(value.nr), len(value.ip))]
             frames = [

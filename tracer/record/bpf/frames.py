@@ -16,6 +16,7 @@ from skbpath.tracer.traces.events import FLAG_NO_RETURN, CallRecord, pack_calls
 
 # struct frames in probes/skbpath.bpf.c holds this many (the cflags set it).
 MAX_DEPTH = FRAME_DEPTH
+PRE_START = 1  # struct frame's pre: the call began before the probes were armed
 
 
 def thread_of_key(key: int) -> tuple[int, int]:
@@ -30,8 +31,9 @@ def open_frames(items: Iterable[tuple[int, Any]]
     """The open frames of ``frame_stacks`` items (key, struct frames), deepest first.
 
     Yields (tid, cpu, frames, depth, frame, keep) for each frame the filter
-    did not skip; ``keep`` is the kernel's rule at a return: the frame had an
-    skb call in it (an skb call marks its parent, a context root does not).
+    did not skip and that began while the probes were armed; ``keep`` is the
+    kernel's rule at a return: the frame had an skb call in it (an skb call
+    marks its parent, a context root does not).
     """
     for key, fs in items:
         tid, cpu = thread_of_key(int(key))
@@ -78,3 +80,9 @@ def open_frame_records(items: Iterable[tuple[int, Any]]) -> tuple[bytes, int, di
             stack_id=int(f.stack_id), func=int(f.func), cpu=cpu, depth=i,
             flags=int(f.flags) | FLAG_NO_RETURN, base=int(f.base)))
     return pack_calls(out), opened, empty
+
+
+def pre_frames(items: Iterable[tuple[int, Any]]) -> int:
+    """How many open frames of ``frame_stacks`` items began before the probes were armed."""
+    return sum(1 for _key, fs in items for i in range(min(int(fs.depth), MAX_DEPTH))
+               if int(getattr(fs.f[i], "pre", 0)) == PRE_START)
