@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 from collections.abc import Iterable
 
@@ -52,8 +53,15 @@ class _InfoAttr(ctypes.Structure):
     _fields_ = [("bpf_fd", u32), ("info_len", u32), ("info", u64)]
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    # Once: find_library runs ldconfig in a subprocess, and the tracer reads
+    # every program's counts every two seconds.  Under TCG, looking libc up
+    # per program kept the tracer busy for 10 s of every 2, and its ring
+    # buffer filled up unread.
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    return libc
 
 
 def prog_info(fd: int) -> BpfProgInfo:
@@ -63,9 +71,7 @@ def prog_info(fd: int) -> BpfProgInfo:
         raise OSError(f"bpf(2) is not known on {os.uname().machine}")
     info = BpfProgInfo()
     attr = _InfoAttr(fd, ctypes.sizeof(info), ctypes.addressof(info))
-    libc = _libc()
-    libc.syscall.restype = ctypes.c_long
-    ret = libc.syscall(ctypes.c_long(nr), ctypes.c_int(BPF_OBJ_GET_INFO_BY_FD),
+    ret = _libc().syscall(ctypes.c_long(nr), ctypes.c_int(BPF_OBJ_GET_INFO_BY_FD),
                        ctypes.byref(attr), ctypes.c_uint(ctypes.sizeof(attr)))
     if ret < 0:
         err = ctypes.get_errno()
