@@ -64,3 +64,14 @@ def test_calls_begun_before_arming_are_counted_apart_and_not_emitted() -> None:
     assert [c[8] for c in unpack_calls(blob)] == [3]
     assert opened == 1
     assert pre_frames(items) == 1
+
+
+def test_keys_as_bcc_hands_them_out() -> None:
+    # bcc's items() gives ctypes keys; int() of one is a ValueError (its bytes).
+    import ctypes
+
+    items = [(ctypes.c_ulonglong(7), stack(frame(1, 100), frame(3, 120, skb=0xA))),
+             (ctypes.c_ulonglong(2 << 24), stack(frame(3, 310, skb=0xB)))]
+    blob, opened, _empty = open_frame_records(items)
+    assert [(c[4], c[9]) for c in unpack_calls(blob)] == [(7, 0), (7, 0), (0, 2)]
+    assert opened == 3

@@ -36,7 +36,9 @@ def open_frames(items: Iterable[tuple[int, Any]]
     marks its parent, a context root does not).
     """
     for key, fs in items:
-        tid, cpu = thread_of_key(int(key))
+        # bcc hands keys out as ctypes integers, which int() would read as a
+        # buffer of digits: their value.
+        tid, cpu = thread_of_key(int(getattr(key, "value", key)))
         depth = min(int(fs.depth), MAX_DEPTH)
         has_skb = False
         for i in range(depth - 1, -1, -1):
