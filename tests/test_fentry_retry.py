@@ -151,6 +151,7 @@ def test_symbols_are_read_again_when_a_module_loads(tmp_path: Any) -> None:
     me = object.__new__(backend.BccBackend)
     me.bpf = FakeSymbols()
     FakeSymbols._sym_caches = {-1: "kallsyms before", 7: "a process's"}
+    me.frame_names = {0xffffffffc0400010: "e1000_clean+0x300010 [e1000]"}
     me.modules = backend.modules_loaded(str(mods))
     real = backend.modules_loaded
     backend.modules_loaded = lambda path="/proc/modules": real(str(mods))
@@ -162,6 +163,7 @@ def test_symbols_are_read_again_when_a_module_loads(tmp_path: Any) -> None:
                         "nf_tables 364544 0 - Live 0xffffffffc0400000\n")
         me._fresh_symbols()
         assert -1 not in FakeSymbols._sym_caches and 7 in FakeSymbols._sym_caches
+        assert me.frame_names == {}  # the names given before, nf_tables' address wrongly
     finally:
         backend.modules_loaded = real
 

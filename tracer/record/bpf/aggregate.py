@@ -99,7 +99,7 @@ def read_paths(items: Iterable[tuple[Any, Any]]) -> list[PathRow]:
     return rows
 
 
-def add_open_calls(rows: list[PathRow], frame_items: Iterable[tuple[int, Any]]
+def add_open_calls(rows: list[PathRow], frame_items: Iterable[tuple[Any, Any]]
                    ) -> tuple[int, dict[int, int]]:
     """Count the calls left open in ``frame_stacks`` as ``no_return`` on their paths.
 

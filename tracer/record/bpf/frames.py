@@ -26,7 +26,7 @@ def thread_of_key(key: int) -> tuple[int, int]:
     return key, 0
 
 
-def open_frames(items: Iterable[tuple[int, Any]]
+def open_frames(items: Iterable[tuple[Any, Any]]
                 ) -> Iterator[tuple[int, int, Any, int, Any, bool]]:
     """The open frames of ``frame_stacks`` items (key, struct frames), deepest first.
 
@@ -50,7 +50,7 @@ def open_frames(items: Iterable[tuple[int, Any]]
             yield tid, cpu, fs, i, f, keep
 
 
-def kept_open_frames(items: Iterable[tuple[int, Any]]
+def kept_open_frames(items: Iterable[tuple[Any, Any]]
                      ) -> tuple[list[tuple[int, int, Any, int, Any]], int, dict[int, int]]:
     """The open frames the kernel would have kept, (tid, cpu, frames, depth, frame) each,
     with how many frames were open, and the per-function counts of those with no skb
@@ -67,7 +67,7 @@ def kept_open_frames(items: Iterable[tuple[int, Any]]
     return kept, opened, empty
 
 
-def open_frame_records(items: Iterable[tuple[int, Any]]) -> tuple[bytes, int, dict[int, int]]:
+def open_frame_records(items: Iterable[tuple[Any, Any]]) -> tuple[bytes, int, dict[int, int]]:
     """Records for the frames left in ``frame_stacks`` items (key, struct frames).
 
     Returns the packed NO_RETURN records, how many frames were open, and the
@@ -84,7 +84,7 @@ def open_frame_records(items: Iterable[tuple[int, Any]]) -> tuple[bytes, int, di
     return pack_calls(out), opened, empty
 
 
-def pre_frames(items: Iterable[tuple[int, Any]]) -> int:
+def pre_frames(items: Iterable[tuple[Any, Any]]) -> int:
     """How many open frames of ``frame_stacks`` items began before the probes were armed."""
     return sum(1 for _key, fs in items for i in range(min(int(fs.depth), MAX_DEPTH))
                if int(getattr(fs.f[i], "pre", 0)) == PRE_START)
