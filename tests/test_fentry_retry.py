@@ -29,9 +29,11 @@ FUNCS = FuncTable([
 class FakeBpf:
     """Attaches whatever was compiled, except the trampolines named in ``broken``."""
 
-    def __init__(self, cflags: list[str], broken: set[str]) -> None:
+    def __init__(self, cflags: list[str], broken: set[str],
+                 broken_returns: frozenset[str] = frozenset()) -> None:
         self.cflags = cflags
         self.broken = broken
+        self.broken_returns = broken_returns
         self.kprobes: list[str] = []
         self.fentry: list[str] = []
         self.cleaned = False
@@ -55,6 +57,8 @@ class FakeBpf:
 
     def attach_kretprobe(self, event: str, fn_name: str, maxactive: int) -> None:
         self._compiled_kprobe(fn_name)
+        if event in self.broken_returns:
+            raise Exception(f"cannot attach a kretprobe to {event}")
         self.log.append(("kretprobe", event))
 
     def attach_kprobe(self, event: str, fn_name: str) -> None:
@@ -68,9 +72,10 @@ class FakeBpf:
     detach_kretfunc = detach_kfunc
 
     def detach_kprobe(self, event: str) -> None:
-        """Detaching always works."""
+        self.log.append(("detach kprobe", event))
 
-    detach_kretprobe = detach_kprobe
+    def detach_kretprobe(self, event: str) -> None:
+        """Detaching always works."""
 
     def cleanup(self) -> None:
         self.cleaned = True
@@ -87,12 +92,13 @@ class FakeBpf:
         return Map()
 
 
-def _backend(monkeypatch: pytest.MonkeyPatch, broken: set[str]) -> tuple[backend.BccBackend,
-                                                                           list[FakeBpf]]:
+def _backend(monkeypatch: pytest.MonkeyPatch, broken: set[str],
+             broken_returns: frozenset[str] = frozenset()
+             ) -> tuple[backend.BccBackend, list[FakeBpf]]:
     compiled: list[FakeBpf] = []
 
     def compile_program(kernel: KernelInfo, cflags: list[str], log_path: str) -> FakeBpf:
-        compiled.append(FakeBpf(list(cflags), broken))
+        compiled.append(FakeBpf(list(cflags), broken, broken_returns))
         return compiled[-1]
 
     monkeypatch.setattr(backend, "compile_program", compile_program)
@@ -176,3 +182,13 @@ def test_skipped_programs_are_named_by_function_and_end() -> None:
     assert backend.program_label("skbpath_exit_3", names) == "ip_rcv return"
     assert backend.program_label("skbpath_tp_12", names) == "net_dev_xmit hit"
     assert backend.program_label("something_else", names) == "something_else"
+
+
+def test_a_kprobe_whose_return_fails_is_taken_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An entry probe alone would push a frame at every call that no return pops.
+    b, compiled = _backend(monkeypatch, broken=set(), broken_returns=frozenset({"e1000_clean"}))
+    b.attach()
+    log = compiled[0].log
+    assert ("kprobe", "e1000_clean") in log and ("detach kprobe", "e1000_clean") in log
+    assert "e1000_clean" not in b.attach_by().get("kprobe", [])
+    assert [name for name, _ in b.attach_failures] == ["e1000_clean"]

@@ -91,7 +91,8 @@ say "lab: guest up: $A and $B ($SKBPATH_NIC_DRIVER), topology $SKBPATH_TOPOLOGY,
 # CPU: a softirq that interrupts a task inside the program of a function and
 # calls that function again has its call skipped (bpf_missed, kprobe_missed).
 # Under TCG a program is slow enough for that to happen a few times a
-# transfer; apart, the softirq and the syscall never share a CPU's program.
+# transfer.  Apart, the NICs' softirqs never run inside the syscalls'
+# programs; only a timer's softirq still can.
 pin=()
 placement=""  # for the trace's recorded_with
 if [ "${SKBPATH_PIN:-1}" = 1 ] && [ "$(nproc)" -ge 2 ]; then

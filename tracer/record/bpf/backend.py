@@ -433,12 +433,20 @@ class BccBackend:
                     # then an entry without its return (pushed before arming, so
                     # dropped), never a return without its entry.
                     bpf.attach_kprobe(event=sym, fn_name=f"skbpath_entry_{f.id}")
-                    self.attached["kprobe"].append(sym)
+                except Exception as exc:  # bcc raises bare Exception
+                    self.attach_failures.append((sym, f"attach failed: {exc}"))
+                    continue
+                try:
                     bpf.attach_kretprobe(
                         event=sym, fn_name=f"skbpath_exit_{f.id}", maxactive=KRETPROBE_MAXACTIVE
                     )
-                except Exception as exc:  # bcc raises bare Exception
+                except Exception as exc:
+                    # An entry alone would leave a frame open at every call.
+                    with contextlib.suppress(Exception):
+                        bpf.detach_kprobe(event=sym)
                     self.attach_failures.append((sym, f"attach failed: {exc}"))
+                    continue
+                self.attached["kprobe"].append(sym)
 
     def _attach_fentry(self, bpf: Any, sym: str) -> bool:
         """Attach fentry then fexit programs to ``sym``; False (nothing attached) on failure.
@@ -468,8 +476,9 @@ class BccBackend:
 
     def _detach(self, bpf: Any) -> None:
         for sym in self.attached["kprobe"]:
-            for detach in (bpf.detach_kprobe, bpf.detach_kretprobe):
-                # Not attached when the entry failed after the return attached.
+            # Returns first: a call entering meanwhile is then an open frame
+            # (disarmed: dropped), never a return without its entry.
+            for detach in (bpf.detach_kretprobe, bpf.detach_kprobe):
                 with contextlib.suppress(Exception):
                     detach(event=sym)
         for sym in self.attached["fentry"]:
